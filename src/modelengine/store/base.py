@@ -1,0 +1,60 @@
+"""The object store interface: a flat key space of immutable-ish blobs.
+
+Design: the pipeline, the operator and the runtime all talk to storage through this one
+small interface, so `file://` (local demo, tests) and `s3://` (clusters) are
+interchangeable. Keys are '/'-separated paths relative to the store's root URI. Writes
+are whole-object (S3 semantics): a reader never sees half an object, and `put_*` of a key
+that already exists replaces it. Publishing order (artifacts first, manifest last) is
+the caller's job, see `publish.py`.
+
+Errors are `StoreError` subclasses with a one-line message that never contains
+credentials: the store URI is shown, secrets never are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+class StoreError(RuntimeError):
+    """A store operation failed; the message is one line, safe to log and show."""
+
+
+class NotFound(StoreError):
+    """The key does not exist."""
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """What every store backend offers. `uri` is the store root, credential-free."""
+
+    @property
+    def uri(self) -> str: ...
+
+    def url_for(self, key: str) -> str:
+        """Full URI of a key (for status and manifests)."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_file(self, key: str, dest: Path) -> None:
+        """Download to `dest` (written under a temporary name, then renamed)."""
+        ...
+
+    def put_file(self, key: str, src: Path) -> None: ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys under `prefix`, in no particular order."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove one key; a missing key is not an error."""
+        ...
+
+    def size(self, key: str) -> int: ...
