@@ -1,0 +1,129 @@
+"""`s3://bucket/prefix` store through boto3 (AWS S3, MinIO, moto).
+
+Credentials come from boto3's usual chain (env vars the operator maps from the
+ModelEngine's Secret, IRSA, instance profiles); they are never part of the store URI, a
+message or a log line. Single PUTs and multipart uploads are both atomic on S3: an
+object appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelengine.store.base import NotFound, StoreError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def _reason(err: Exception) -> str:
+    response: dict[str, Any] = getattr(err, "response", {}) or {}
+    code = response.get("Error", {}).get("Code")
+    message = response.get("Error", {}).get("Message")
+    if code:
+        return f"{code}: {message}" if message else str(code)
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+class S3Store:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        client: S3Client | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client: S3Client = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10),
+        )
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def url_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as err:
+            if _reason(err).startswith(("404", "NoSuchKey", "NotFound")):
+                return False
+            raise StoreError(f"cannot reach {self.url_for(key)}: {_reason(err)}") from None
+
+    def size(self, key: str) -> int:
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as err:
+            if _reason(err).startswith(("404", "NoSuchKey", "NotFound")):
+                raise NotFound(f"{self.url_for(key)} does not exist") from None
+            raise StoreError(f"cannot reach {self.url_for(key)}: {_reason(err)}") from None
+        return int(head["ContentLength"])
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            obj = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return obj["Body"].read()
+        except Exception as err:
+            if _reason(err).startswith(("NoSuchKey", "404")):
+                raise NotFound(f"{self.url_for(key)} does not exist") from None
+            raise StoreError(f"cannot read {self.url_for(key)}: {_reason(err)}") from None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as err:
+            raise StoreError(f"upload to {self.url_for(key)} failed: {_reason(err)}") from None
+
+    def put_file(self, key: str, src: Path) -> None:
+        try:
+            self._client.upload_file(str(src), self.bucket, self._key(key))
+        except Exception as err:
+            raise StoreError(f"upload to {self.url_for(key)} failed: {_reason(err)}") from None
+
+    def get_file(self, key: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            self._client.download_file(self.bucket, self._key(key), str(tmp))
+        except Exception as err:
+            tmp.unlink(missing_ok=True)
+            if _reason(err).startswith(("404", "NoSuchKey", "NotFound")):
+                raise NotFound(f"{self.url_for(key)} does not exist") from None
+            raise StoreError(f"download of {self.url_for(key)} failed: {_reason(err)}") from None
+        tmp.replace(dest)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][strip:]
+        except Exception as err:
+            raise StoreError(f"cannot list {self.url_for(prefix)}: {_reason(err)}") from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as err:
+            raise StoreError(f"cannot delete {self.url_for(key)}: {_reason(err)}") from None
