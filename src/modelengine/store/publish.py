@@ -1,0 +1,109 @@
+"""Publishing engines and release records: artifacts first, manifest last.
+
+The manifest's presence is the only signal that an engine is complete, so every reader
+(cache lookup, operator, runtime) checks for `manifest.json`, never for the engine file.
+A build that dies mid-upload leaves at most an engine file with no manifest, which no
+reader trusts and the next builder overwrites.
+
+Two builders racing on one key: engine bytes are not reproducible, so each uploads its
+engine under a name carrying its own sha256 (`engine.<sha12>.plan`); the manifest names
+that file and its sha256. Whoever writes the manifest first wins; the loser sees the
+manifest when it re-checks just before publishing and stops. On S3 a last-second race
+can still have both write a manifest, but each manifest names its own, intact engine
+file, so a reader always gets a consistent pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from modelengine.store.base import NotFound, ObjectStore, StoreError
+from modelengine.store.layout import engine_key, manifest_key, release_key
+from modelengine.store.manifest import EngineManifest, ReleaseRecord
+from modelengine.store.open import sha256_file
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_manifest(store: ObjectStore, build_key: str) -> EngineManifest | None:
+    """The published manifest of a build key, or None when nothing complete exists."""
+    try:
+        raw = store.get_bytes(manifest_key(build_key))
+    except NotFound:
+        return None
+    try:
+        return EngineManifest.model_validate_json(raw)
+    except ValueError as err:
+        raise StoreError(f"manifest of {build_key} is unreadable: {str(err).splitlines()[0]}") from None
+
+
+def engine_file_name(base: str, sha256: str) -> str:
+    stem, dot, ext = base.rpartition(".")
+    return f"{stem}.{sha256[:12]}.{ext}" if dot else f"{base}.{sha256[:12]}"
+
+
+def publish_engine(
+    store: ObjectStore,
+    *,
+    engine_path: Path,
+    base_name: str,
+    manifest: EngineManifest,
+) -> tuple[EngineManifest, bool]:
+    """Upload engine then manifest. Returns (the manifest in force, whether ours won)."""
+    existing = read_manifest(store, manifest.build_key)
+    if existing is not None:
+        return existing, False
+    sha = sha256_file(engine_path)
+    name = engine_file_name(base_name, sha)
+    store.put_file(engine_key(manifest.build_key, name), engine_path)
+    final = manifest.model_copy(
+        update={"engine_file": name, "sha256": sha, "size": engine_path.stat().st_size}
+    )
+    # Re-check right before the manifest: a racing builder may have finished meanwhile.
+    existing = read_manifest(store, manifest.build_key)
+    if existing is not None:
+        if existing.engine_file != name:
+            store.delete(engine_key(manifest.build_key, name))
+        return existing, False
+    store.put_bytes(manifest_key(manifest.build_key), final.model_dump_json(indent=2).encode())
+    return final, True
+
+
+def verify_download(path: Path, expected_sha256: str) -> None:
+    got = sha256_file(path)
+    if got != expected_sha256:
+        raise StoreError(
+            f"sha256 mismatch for {path.name}: expected {expected_sha256[:12]}…, got {got[:12]}…"
+        )
+
+
+def write_release(store: ObjectStore, record: ReleaseRecord) -> str:
+    key = release_key(record.namespace, record.name)
+    store.put_bytes(key, record.model_dump_json(indent=2).encode())
+    return store.url_for(key)
+
+
+def read_release(store: ObjectStore, namespace: str, name: str) -> ReleaseRecord | None:
+    try:
+        raw = store.get_bytes(release_key(namespace, name))
+    except NotFound:
+        return None
+    try:
+        return ReleaseRecord.model_validate_json(raw)
+    except ValueError as err:
+        raise StoreError(
+            f"release record {namespace}/{name} is unreadable: {str(err).splitlines()[0]}"
+        ) from None
+
+
+def digest_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dumps(doc: object) -> bytes:
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
