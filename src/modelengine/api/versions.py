@@ -1,0 +1,35 @@
+"""Installed backend versions, read from package metadata without importing the library.
+
+Build keys include the backend's exact version. The operator computes keys but has no
+TensorRT in its image, so it cannot ask the library; it uses versions configured for its
+builder image (`--backend-version`), defaulting to what this function finds installed.
+The builder's `Backend.version()` must return the same string for the same install.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from modelengine.api.models import BackendName
+
+# Distribution names that provide each backend, first match wins.
+DISTRIBUTIONS: dict[BackendName, tuple[str, ...]] = {
+    BackendName.TENSORRT_RTX: ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx", "tensorrt_rtx"),
+    BackendName.TENSORRT: (
+        "tensorrt",
+        "tensorrt-cu13",
+        "tensorrt-cu12",
+        "tensorrt-cu13-libs",
+        "tensorrt-cu12-libs",
+    ),
+    BackendName.ONNXRUNTIME: ("onnxruntime", "onnxruntime-gpu"),
+}
+
+
+def installed_version(backend: BackendName) -> str | None:
+    for dist in DISTRIBUTIONS[backend]:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
