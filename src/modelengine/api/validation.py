@@ -38,6 +38,8 @@ SUPPORTED_PRECISIONS: dict[BackendName, frozenset[Precision]] = {
 class SpecError(ValueError):
     """A ModelEngine that cannot be built; `problems` holds one line per problem."""
 
+    exit_code = 2  # bad input, for the CLI
+
     def __init__(self, problems: list[str], *, source: str | None = None) -> None:
         self.problems = problems
         self.source = source
