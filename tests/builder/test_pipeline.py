@@ -1,0 +1,139 @@
+"""The pipeline end to end on real parts: real export, real ORT and TRT-RTX builds, real stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelengine.api import load_modelengine
+from modelengine.api.models import BackendName, ModelEngine, Target
+from modelengine.api.targets import ResolvedTarget, resolve_targets
+from modelengine.backends.base import Backend
+from modelengine.backends.registry import get_backend
+from modelengine.builder.pipeline import Pipeline
+from modelengine.builder.progress import RecordingReporter
+from modelengine.store.layout import manifest_key
+from modelengine.store.open import open_store
+from modelengine.store.publish import read_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples/combinednet/modelengine.yaml"
+SIGNED = ROOT / "examples/combinednet/signed-traced.yaml"
+
+
+def example(store_uri: str, targets: list[Target], path: Path = EXAMPLE, **storage: Any) -> ModelEngine:
+    me = load_modelengine(path)
+    st = me.spec.storage.model_copy(update={"uri": store_uri, "secret_ref": None, **storage})
+    spec = me.spec.model_copy(update={"targets": targets, "storage": st})
+    return me.model_copy(update={"spec": spec})
+
+
+class CountingBackends:
+    """Real backends, counting build calls."""
+
+    def __init__(self) -> None:
+        self.builds = 0
+
+    def __call__(self, name: BackendName) -> Backend:
+        backend = get_backend(name)
+        real_build = backend.build
+        counter = self
+
+        def build(*args: Any, **kwargs: Any) -> Any:
+            counter.builds += 1
+            return real_build(*args, **kwargs)
+
+        backend.build = build  # type: ignore[method-assign]
+        return backend
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One real build of the example for the CPU and for compute capability 8.9."""
+    store_dir = tmp_path_factory.mktemp("store")
+    me = example(store_dir.as_uri(), [Target(cpu=True), Target(compute_capability="8.9")])
+    targets = resolve_targets(me.spec, []).targets
+    backends = CountingBackends()
+    reporter = RecordingReporter()
+    with Pipeline(me, store=open_store(store_dir.as_uri()), reporter=reporter, backend_factory=backends) as p:
+        outcomes = p.run(targets)
+        stages = [s.name for s in p.timings.stages if not s.cached]
+    return {"me": me, "store": store_dir, "outcomes": outcomes, "builds": backends.builds, "stages": stages, "reporter": reporter}
+
+
+def test_builds_cpu_and_rtx_engines_with_manifests(built: dict[str, Any]) -> None:
+    outcomes = built["outcomes"]
+    assert [o.phase for o in outcomes] == ["Ready", "Ready"], [o.reason for o in outcomes]
+    assert built["builds"] == 2
+    assert built["stages"].count("export") == 1  # one ONNX for every target
+    store = open_store(built["store"].as_uri())
+    for o in outcomes:
+        m = read_manifest(store, o.build_key)
+        assert m is not None and m.sha256 == o.manifest.sha256
+        assert m.size > 1000
+        assert m.inputs[0].min == [1, 3, 32, 32] and m.inputs[0].max == [16, 3, 32, 32]
+    cpu = next(o for o in outcomes if o.target.backend is BackendName.ONNXRUNTIME).manifest
+    rtx = next(o for o in outcomes if o.target.backend is BackendName.TENSORRT_RTX).manifest
+    assert cpu.validation is not None and cpu.validation.ran and cpu.validation.passed
+    assert rtx.validation is not None and not rtx.validation.ran  # cannot execute without a GPU
+    assert rtx.target.compute_capability == "8.9"
+
+
+def test_second_identical_build_does_no_work(built: dict[str, Any]) -> None:
+    me: ModelEngine = built["me"]
+    backends = CountingBackends()
+    with Pipeline(me, store=open_store(built["store"].as_uri()), reporter=RecordingReporter(), backend_factory=backends) as p:
+        outcomes = p.run(resolve_targets(me.spec, []).targets)
+        stages = {s.name for s in p.timings.stages}
+    assert all(o.phase == "Ready" and o.cached for o in outcomes)
+    assert backends.builds == 0
+    assert stages == {"load"}  # no export, verify, build, validate or upload
+    assert [o.manifest for o in outcomes] == [o.manifest for o in built["outcomes"]]
+
+
+def test_new_target_reuses_the_stored_onnx(built: dict[str, Any], tmp_path: Path) -> None:
+    me = example(built["store"].as_uri(), [Target(compute_capability="8.6")])
+    with Pipeline(me, store=open_store(built["store"].as_uri()), reporter=RecordingReporter()) as p:
+        (outcome,) = p.run([ResolvedTarget(BackendName.TENSORRT_RTX, "8.6")])
+        export = next(s for s in p.timings.stages if s.name == "export")
+    assert outcome.phase == "Ready" and not outcome.cached
+    assert export.cached  # the ONNX came from the store, not from a new export
+    assert outcome.build_key not in {o.build_key for o in built["outcomes"]}
+
+
+def test_cpu_engine_honours_the_batch_profile(built: dict[str, Any]) -> None:
+    from modelengine.backends.base import InferenceInputError
+
+    outcome = next(o for o in built["outcomes"] if o.target.backend is BackendName.ONNXRUNTIME)
+    store = open_store(built["store"].as_uri())
+    m = outcome.manifest
+    path = Path(built["store"]) / "engines" / m.build_key / m.engine_file
+    engine = get_backend(BackendName.ONNXRUNTIME).load(path, inputs=m.inputs, outputs=m.outputs)
+    for batch in (1, 7, 16):
+        out = engine.infer({"input": np.random.rand(batch, 3, 32, 32).astype(np.float32)})
+        assert next(iter(out.values())).shape[0] == batch
+    with pytest.raises(InferenceInputError, match="outside the engine's profile"):
+        engine.infer({"input": np.random.rand(17, 3, 32, 32).astype(np.float32)})
+    assert store.exists(manifest_key(m.build_key))
+
+
+def test_frozen_branch_fails_and_publishes_nothing(tmp_path: Path) -> None:
+    if not SIGNED.exists():
+        pytest.skip("signed-gate example missing")
+    me = example(tmp_path.as_uri(), [Target(cpu=True)], path=SIGNED)
+    with Pipeline(me, store=open_store(tmp_path.as_uri()), reporter=RecordingReporter()) as p:
+        (outcome,) = p.run(resolve_targets(me.spec, []).targets)
+    assert outcome.phase == "Failed"
+    assert "control flow frozen by tracing" in (outcome.reason or "")
+    assert not list(open_store(tmp_path.as_uri()).list("engines/"))
+
+
+def test_summary_is_small_json(built: dict[str, Any]) -> None:
+    for o in built["outcomes"]:
+        text = json.dumps(o.summary())
+        assert len(text) < 4096
+        assert json.loads(text)["phase"] == "Ready"
