@@ -1,0 +1,228 @@
+"""Loading one selected engine: download, sha256 check, backend load, warm-up.
+
+Blocking work (downloads, hashing, deserialization, the warm-up runs) happens here, in
+plain functions the data plane calls from a worker thread, never on the event loop.
+Downloads go to a cache directory keyed by build key and checked against the sha256 the
+release record names, so a restarted runtime reuses a verified file and a corrupted or
+substituted one is refused (the runtime then stays not-ready and says so).
+
+Backends are obtained through a factory (`get_backend` by default), so the GPU backends
+other engineers write are used through the same `Backend`/`Engine` protocol; a backend
+that cannot execute here raises `BackendUnavailable`, which becomes the not-ready reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelengine.api.models import BackendName
+from modelengine.api.versions import installed_version
+from modelengine.backends.base import Backend, Engine
+from modelengine.store.base import ObjectStore, StoreError
+from modelengine.store.manifest import EngineManifest, ReleaseEngine, TensorInfo
+from modelengine.store.open import sha256_file, split_object_uri
+from modelengine.store.publish import verify_download
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[[str], Backend]
+
+
+class EngineLoadError(RuntimeError):
+    """The selected engine could not be made ready; one line, shown in /v2/health/ready."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What was loaded, for metadata, metrics and logs."""
+
+    backend: str
+    backend_version: str
+    build_key: str
+    target: str
+    sha256: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
+@dataclass
+class LoadedEngine:
+    engine: Engine
+    info: EngineInfo
+    load_seconds: float
+
+
+def installed_versions() -> dict[str, str]:
+    """Backend name -> installed version, for every backend whose library is installed."""
+    out: dict[str, str] = {}
+    for name in BackendName:
+        version = installed_version(name)
+        if version is not None:
+            out[name.value] = version
+    return out
+
+
+def default_backend_factory(name: str) -> Backend:
+    from modelengine.backends.registry import get_backend
+
+    return get_backend(name)
+
+
+def _key_in(store: ObjectStore, uri: str) -> str | None:
+    root = store.uri.rstrip("/") + "/"
+    return uri[len(root) :] if uri.startswith(root) else None
+
+
+def fetch_verified(
+    store: ObjectStore,
+    uri: str,
+    sha256: str,
+    dest: Path,
+    *,
+    endpoint_url: str | None = None,
+) -> Path:
+    """The object at `uri` as a local file whose sha256 is `sha256` (cached at `dest`)."""
+    if dest.is_file() and sha256_file(dest) == sha256:
+        return dest
+    key = _key_in(store, uri)
+    try:
+        if key is not None:
+            store.get_file(key, dest)
+        else:
+            other, other_key = split_object_uri(uri, endpoint_url=endpoint_url)
+            other.get_file(other_key, dest)
+        verify_download(dest, sha256)
+    except StoreError as err:
+        dest.unlink(missing_ok=True)
+        raise EngineLoadError(f"engine {uri}: {err}") from None
+    return dest
+
+
+def read_manifest_at(store: ObjectStore, uri: str, *, endpoint_url: str | None = None) -> EngineManifest:
+    key = _key_in(store, uri)
+    try:
+        if key is not None:
+            raw = store.get_bytes(key)
+        else:
+            other, other_key = split_object_uri(uri, endpoint_url=endpoint_url)
+            raw = other.get_bytes(other_key)
+        return EngineManifest.model_validate_json(raw)
+    except StoreError as err:
+        raise EngineLoadError(str(err)) from None
+    except ValueError as err:
+        raise EngineLoadError(f"manifest {uri} is unreadable: {str(err).splitlines()[0]}") from None
+
+
+def load_and_warm(
+    path: Path,
+    info: EngineInfo,
+    *,
+    backend_factory: BackendFactory,
+) -> LoadedEngine:
+    """Load `path` with its backend and run it once per input profile's opt shape."""
+    start = time.perf_counter()
+    try:
+        backend = backend_factory(info.backend)
+    except (ImportError, ValueError, KeyError) as err:
+        raise EngineLoadError(f"backend {info.backend} is not available in this runtime: {err}") from None
+    try:
+        engine = backend.load(path, inputs=info.inputs, outputs=info.outputs)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EngineLoadError(
+            f"cannot load {info.target} ({info.backend} {info.backend_version}): {first}"
+        ) from None
+    try:
+        warm_up(engine)
+    except Exception as err:
+        engine.close()
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EngineLoadError(f"warm-up of {info.target} failed: {first}") from None
+    return LoadedEngine(engine, info, time.perf_counter() - start)
+
+
+def warm_up(engine: Engine) -> None:
+    engine.infer(warmup_feeds(engine.inputs))
+
+
+def warmup_feeds(inputs: list[TensorInfo]) -> Mapping[str, np.ndarray]:
+    """Zeros at each input's opt shape (or its static shape, dynamic dims as 1)."""
+    feeds: dict[str, np.ndarray] = {}
+    for t in inputs:
+        shape = t.opt or [d if d > 0 else 1 for d in t.shape]
+        feeds[t.name] = np.zeros(shape, dtype=np.dtype(t.dtype))
+    return feeds
+
+
+def info_from_manifest(manifest: EngineManifest, target: str | None = None) -> EngineInfo:
+    return EngineInfo(
+        backend=manifest.backend,
+        backend_version=manifest.backend_version,
+        build_key=manifest.build_key,
+        target=target or _target_name(manifest),
+        sha256=manifest.sha256,
+        inputs=manifest.inputs,
+        outputs=manifest.outputs,
+    )
+
+
+def _target_name(manifest: EngineManifest) -> str:
+    cc = manifest.target.compute_capability
+    return f"{manifest.backend}-cc{cc}" if cc else f"{manifest.backend}-cpu"
+
+
+def load_release_engine(
+    store: ObjectStore,
+    engine: ReleaseEngine,
+    *,
+    cache_dir: Path,
+    backend_factory: BackendFactory,
+    endpoint_url: str | None = None,
+) -> LoadedEngine:
+    """Manifest + engine file of a release entry, verified, loaded and warmed up."""
+    manifest = read_manifest_at(store, engine.manifest_uri, endpoint_url=endpoint_url)
+    if manifest.sha256 != engine.sha256:
+        raise EngineLoadError(
+            f"release names sha256 {engine.sha256[:12]}… for {engine.target}, "
+            f"its manifest says {manifest.sha256[:12]}…"
+        )
+    name = engine.uri.rstrip("/").rsplit("/", 1)[-1]
+    dest = cache_dir / engine.build_key / name
+    log.info("fetching engine %s", engine.uri)
+    path = fetch_verified(store, engine.uri, engine.sha256, dest, endpoint_url=endpoint_url)
+    return load_and_warm(path, info_from_manifest(manifest, engine.target), backend_factory=backend_factory)
+
+
+def load_local_engine(
+    manifest_path: Path,
+    *,
+    installed: Mapping[str, str],
+    backend_factory: BackendFactory,
+) -> LoadedEngine:
+    """An engine on local disk described by its manifest.json (no release record)."""
+    try:
+        manifest = EngineManifest.model_validate_json(manifest_path.read_bytes())
+    except OSError as err:
+        raise EngineLoadError(f"cannot read {manifest_path}: {err.strerror}") from None
+    except ValueError as err:
+        raise EngineLoadError(f"manifest {manifest_path} is unreadable: {str(err).splitlines()[0]}") from None
+    have = installed.get(manifest.backend)
+    if have is None:
+        raise EngineLoadError(f"{manifest.backend} is not installed in this runtime")
+    if have != manifest.backend_version:
+        raise EngineLoadError(
+            f"engine built with {manifest.backend} {manifest.backend_version}, "
+            f"this runtime has {manifest.backend} {have}"
+        )
+    path = manifest_path.parent / manifest.engine_file
+    try:
+        verify_download(path, manifest.sha256)
+    except (StoreError, OSError) as err:
+        raise EngineLoadError(f"engine {path}: {err}") from None
+    return load_and_warm(path, info_from_manifest(manifest), backend_factory=backend_factory)

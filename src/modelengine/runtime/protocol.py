@@ -1,0 +1,238 @@
+"""The Open Inference Protocol (KServe v2) codec: request bodies in, response bodies out.
+
+Pure functions over bytes and numpy arrays, no HTTP: the server hands over the body and
+the `Inference-Header-Content-Length` header, gets back tensors or a `BadRequest` with a
+one-line reason naming the input and what is wrong with it.
+
+Binary-data extension (as tritonclient speaks it): the body is a JSON header of the
+given length followed by raw tensor bytes, in the order of the inputs that carry a
+`binary_data_size` parameter. Outputs are returned as binary when the request asks for
+it per output (`parameters.binary_data`) or for all (`parameters.binary_data_output`);
+the response then has the same layout and header. BYTES tensors are refused cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelengine.runtime.errors import BadRequest
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+_TO_NUMPY = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+_FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
+
+
+def v2_datatype(dtype: str | np.dtype[Any]) -> str:
+    """KServe v2 datatype name of a numpy dtype (name)."""
+    return _FROM_NUMPY.get(np.dtype(dtype), "BYTES")
+
+
+def numpy_dtype(datatype: str, where: str) -> np.dtype[Any]:
+    if datatype == "BYTES":
+        raise BadRequest(f"{where}: BYTES tensors are not supported by this model server")
+    dtype = _TO_NUMPY.get(datatype)
+    if dtype is None:
+        raise BadRequest(f"{where}: unknown datatype {datatype!r} (expected one of {', '.join(_TO_NUMPY)})")
+    return dtype
+
+
+@dataclass
+class OutputRequest:
+    name: str
+    binary: bool
+
+
+@dataclass
+class InferRequest:
+    inputs: dict[str, np.ndarray]
+    id: str | None = None
+    outputs: list[OutputRequest] | None = None  # None: all outputs
+    binary_output: bool = False  # request-level binary_data_output
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _params(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
+    params = doc.get("parameters", {})
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{where}: 'parameters' must be an object")
+    return params
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+        raise BadRequest(f"{where}: 'shape' must be a list of integers")
+    if any(d < 0 for d in value):
+        raise BadRequest(f"{where}: negative dimension in shape {value}")
+    return tuple(value)
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if not data or not isinstance(data[0], list):
+        return data
+    out: list[Any] = []
+    stack = [data]
+    # iterative, so a deeply nested body cannot exhaust the recursion limit
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _json_tensor(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> np.ndarray:
+    flat = _flatten(data)
+    count = math.prod(shape)
+    if len(flat) != count:
+        raise BadRequest(f"{where}: {len(flat)} values in 'data' but shape {list(shape)} holds {count}")
+    if dtype == np.bool_:
+        if not all(isinstance(v, bool) for v in flat):
+            raise BadRequest(f"{where}: BOOL data must be true/false")
+    elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+        bad = next(v for v in flat if not isinstance(v, int | float) or isinstance(v, bool))
+        raise BadRequest(f"{where}: non-numeric value {json.dumps(bad)[:40]} in 'data'")
+    try:
+        if dtype.kind in "iu":
+            if not all(isinstance(v, int) for v in flat):
+                raise BadRequest(f"{where}: {v2_datatype(dtype)} data must be integers")
+            arr = np.array(flat, dtype=np.int64 if dtype.kind == "i" else np.uint64)
+            info = np.iinfo(dtype)
+            if arr.size and (arr.min() < info.min or arr.max() > info.max):
+                raise BadRequest(f"{where}: value out of range for {v2_datatype(dtype)}")
+            arr = arr.astype(dtype)
+        else:
+            arr = np.array(flat, dtype=dtype)
+    except OverflowError:
+        raise BadRequest(f"{where}: value out of range for {v2_datatype(dtype)}") from None
+    return arr.reshape(shape)
+
+
+def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Decode a v2 infer request body (JSON, or JSON header + binary tensors)."""
+    if header_length is not None:
+        try:
+            hlen = int(header_length)
+        except ValueError:
+            raise BadRequest(f"{HEADER_LENGTH} header is not an integer: {header_length[:20]!r}") from None
+        if not 0 < hlen <= len(body):
+            raise BadRequest(f"{HEADER_LENGTH} {hlen} does not fit a body of {len(body)} bytes")
+        header, binary = body[:hlen], memoryview(body)[hlen:]
+    else:
+        header, binary = body, memoryview(b"")
+    try:
+        doc = json.loads(header)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadRequest(f"malformed JSON request: {err}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("request must be a JSON object")
+    params = _params(doc, "request")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadRequest("request needs a non-empty 'inputs' list")
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for i, raw in enumerate(raw_inputs):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise BadRequest(f"inputs[{i}]: must be an object with a 'name'")
+        name = raw["name"]
+        where = f"input {name}"
+        if name in inputs:
+            raise BadRequest(f"{where}: given twice")
+        dtype = numpy_dtype(str(raw.get("datatype", "")), where)
+        shape = _shape(raw.get("shape"), where)
+        iparams = _params(raw, where)
+        size = iparams.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise BadRequest(f"{where}: binary_data_size must be a non-negative integer")
+            expected = math.prod(shape) * dtype.itemsize
+            if size != expected:
+                raise BadRequest(
+                    f"{where}: binary_data_size {size} but shape {list(shape)} of {v2_datatype(dtype)} "
+                    f"needs {expected} bytes"
+                )
+            if offset + size > len(binary):
+                raise BadRequest(f"{where}: binary data ends after {len(binary) - offset} of {size} bytes")
+            inputs[name] = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
+            offset += size
+        elif "data" in raw:
+            inputs[name] = _json_tensor(raw["data"], dtype, shape, where)
+        else:
+            raise BadRequest(f"{where}: no 'data' and no binary_data_size parameter")
+    if offset != len(binary):
+        raise BadRequest(f"{len(binary) - offset} bytes of binary data left over after the inputs")
+    outputs: list[OutputRequest] | None = None
+    binary_default = bool(params.get("binary_data_output", False))
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise BadRequest("'outputs' must be a list")
+        outputs = []
+        for i, raw in enumerate(raw_outputs):
+            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+                raise BadRequest(f"outputs[{i}]: must be an object with a 'name'")
+            oparams = _params(raw, f"output {raw['name']}")
+            if "classification" in oparams:
+                raise BadRequest(f"output {raw['name']}: the classification extension is not supported")
+            outputs.append(OutputRequest(raw["name"], bool(oparams.get("binary_data", binary_default))))
+    req_id = doc.get("id")
+    return InferRequest(
+        inputs=inputs,
+        id=str(req_id) if req_id is not None else None,
+        outputs=outputs,
+        binary_output=binary_default,
+        params=params,
+    )
+
+
+def encode_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: Sequence[tuple[str, np.ndarray, bool]],
+) -> tuple[bytes, int | None]:
+    """Body of an infer response and, when it carries binary data, the JSON header length."""
+    docs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name, arr, binary in outputs:
+        doc: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
+        if binary:
+            raw = np.ascontiguousarray(arr).tobytes()
+            doc["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            doc["data"] = arr.ravel().tolist()
+        docs.append(doc)
+    head: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": docs}
+    if request_id is not None:
+        head["id"] = request_id
+    header = json.dumps(head, separators=(",", ":")).encode()
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
