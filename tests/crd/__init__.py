@@ -1,0 +1,1 @@
+"""CRD generation and validation tests."""

@@ -99,6 +99,8 @@ def semantic_problems(spec: ModelEngineSpec) -> list[str]:
     for i, tensor in enumerate(spec.export.inputs):
         where = f"spec.export.inputs[{i}]"
         bounds = {"min": tensor.min, "opt": tensor.opt, "max": tensor.max}
+        if any(d < -1 or d == 0 for d in tensor.shape):
+            problems.append(f"{where}.shape: dimensions are positive or -1, got {tensor.shape}")
         if not tensor.is_dynamic:
             for label, dims in bounds.items():
                 if dims is not None and dims != tensor.shape:
@@ -126,8 +128,6 @@ def semantic_problems(spec: ModelEngineSpec) -> list[str]:
                     problems.append(f"{where}: dimension {d} needs min <= opt <= max, got {a}/{b}/{c}")
             elif not a == b == c == dim:
                 problems.append(f"{where}: static dimension {d} is {dim}, got min/opt/max {a}/{b}/{c}")
-        if any(d < -1 or d == 0 for d in tensor.shape):
-            problems.append(f"{where}.shape: dimensions are positive or -1, got {tensor.shape}")
     names = [t.name for t in spec.export.inputs]
     if len(set(names)) != len(names):
         problems.append("spec.export.inputs: input names must be unique")
