@@ -77,6 +77,11 @@ class Batcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._collector: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._collect())
 
+    @property
+    def pending(self) -> int:
+        """Requests submitted and not answered yet (queued or running)."""
+        return self._outstanding
+
     async def submit(self, feeds: Feeds) -> tuple[Outputs, float]:
         """Run `feeds` as part of a batch; returns (this request's outputs, queue seconds)."""
         if self._closing:

@@ -84,28 +84,30 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"request body exceeds the limit of {request.app['max_bytes']} bytes")
-    except web.HTTPException as err:
-        if err.status < 400:
+def _error_middleware(max_bytes: int) -> Any:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"request body exceeds the limit of {max_bytes} bytes")
+        except web.HTTPException as err:
+            if err.status < 400:
+                raise
+            return _error(err.status, f"{err.reason}: {request.method} {request.path}")
+        except asyncio.CancelledError:
             raise
-        return _error(err.status, f"{err.reason}: {request.method} {request.path}")
-    except asyncio.CancelledError:
-        raise
-    except Exception as err:
-        status, message = to_http(err)
-        if status >= 500 and status != 503:
-            log.error("error serving %s %s", request.method, request.path, exc_info=err)
-        return _error(status, message)
+        except Exception as err:
+            status, message = to_http(err)
+            if status >= 500 and status != 503:
+                log.error("error serving %s %s", request.method, request.path, exc_info=err)
+            return _error(status, message)
+
+    return errors
 
 
 def build_app(plane: DataPlane, *, max_bytes: int) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=max_bytes)
-    app["max_bytes"] = max_bytes
+    app = web.Application(middlewares=[_error_middleware(max_bytes)], client_max_size=max_bytes)
 
     async def server_metadata(_r: web.Request) -> web.Response:
         return web.json_response(plane.server_metadata())
