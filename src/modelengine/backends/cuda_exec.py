@@ -169,3 +169,17 @@ class DeviceBuffer:
 
 def set_device(index: int) -> None:
     _check(_cudart().cudaSetDevice(index), f"cudaSetDevice({index})")
+
+
+def current_compute_capability(device: int = 0) -> str:
+    """Compute capability of a CUDA device as "9.0" (the device the CUDA runtime sees)."""
+    rt = _cudart()
+    major = _check(
+        rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device),
+        "cudaDeviceGetAttribute(major)",
+    )
+    minor = _check(
+        rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device),
+        "cudaDeviceGetAttribute(minor)",
+    )
+    return f"{int(major)}.{int(minor)}"
