@@ -1,0 +1,96 @@
+"""Hot reload: a new release record mid-load switches engines with zero failed requests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .conftest import Engines, Published
+from .engines import release, release_entry
+from .harness import ServerThread, http, metric_value
+
+CLIENTS = 8
+
+
+def test_release_change_switches_engine_under_load_without_failures(
+    published: Published, engines: Engines, start: Callable[..., ServerThread]
+) -> None:
+    release(published.store, [release_entry(published.store, published.a)], generation=1)
+    server = start(store_uri=published.uri, poll_seconds=0.05, max_delay_ms=1.0)
+    server.wait_ready()
+    url = server.url + "/v2/models/mlp/infer"
+    stop = threading.Event()
+    failures: list[str] = []
+    answers: list[list[str]] = [[] for _ in range(CLIENTS)]
+
+    def client(cid: int) -> None:
+        x = np.full((1 + cid % 3, 8), cid / 4 - 1, np.float32)
+        ref_a, ref_b = engines.a.reference(x), engines.b.reference(x)
+        assert not np.allclose(ref_a, ref_b, atol=1e-3)  # the two engines answer recognisably
+        body = json.dumps(
+            {
+                "inputs": [
+                    {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+                ]
+            }
+        ).encode()
+        deadline = time.monotonic() + 60  # bounded even if the switch never happens
+        while not stop.is_set() and time.monotonic() < deadline:
+            status, doc = http(url, body)
+            if status != 200:
+                failures.append(f"client {cid}: {status} {doc}")
+                continue
+            y = np.array(doc["outputs"][0]["data"], np.float32).reshape(x.shape[0], 4)
+            if np.allclose(y, ref_a, rtol=1e-5, atol=1e-5):
+                answers[cid].append("a")
+            elif np.allclose(y, ref_b, rtol=1e-5, atol=1e-5):
+                answers[cid].append("b")
+            else:
+                failures.append(f"client {cid}: answer matches neither engine")
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    try:
+        while min(len(a) for a in answers) < 5 and not failures:
+            time.sleep(0.01)
+        release(published.store, [release_entry(published.store, published.b)], generation=2)
+        # keep sending until every client has had a few answers from the new engine
+        limit = time.monotonic() + 30
+        while time.monotonic() < limit and not all(a[-5:] == ["b"] * 5 for a in answers if a):
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(70)
+    assert failures == []
+    for seq in answers:
+        assert seq[0] == "a" and seq[-1] == "b"
+        switched = seq.index("b")
+        assert all(s == "b" for s in seq[switched:]), "an old-engine answer after the new one"
+    text = server.metrics()
+    assert metric_value(text, "modelengine_runtime_engine_switches_total", outcome="loaded") == 2
+    assert metric_value(text, "modelengine_runtime_engine_info", build_key=published.b.build_key) == 1
+    assert metric_value(text, "modelengine_runtime_engine_info", build_key=published.a.build_key) == 0
+    assert metric_value(text, "modelengine_runtime_requests_total", outcome="server_error") == 0
+    status, doc = server.get("/v2/health/ready")
+    assert status == 200 and doc["engine"]["build_key"] == published.b.build_key
+    assert doc["release_generation"] == 2
+
+
+def test_unchanged_release_does_not_reload(published: Published, start: Callable[..., ServerThread]) -> None:
+    release(published.store, [release_entry(published.store, published.a)])
+    server = start(store_uri=published.uri, poll_seconds=0.02)
+    server.wait_ready()
+    watcher = server.server.source
+    for _ in range(5):
+        server.call(watcher.refresh())  # type: ignore[union-attr]
+    # a rewrite with a new generation but the same engine keeps the loaded one
+    release(published.store, [release_entry(published.store, published.a)], generation=7)
+    server.call(watcher.refresh())  # type: ignore[union-attr]
+    assert watcher.loads == 1
+    assert server.get("/v2/health/ready")[1]["release_generation"] == 7
