@@ -17,7 +17,7 @@ from modelengine.api.models import BackendName, ModelEngine, Target
 from modelengine.api.targets import GpuKind, ResolvedTarget, resolve_targets
 from modelengine.api.validation import SpecError, load_modelengine, semantic_problems
 from modelengine.builder.pipeline import Pipeline, PipelineError, TargetOutcome
-from modelengine.builder.progress import StreamReporter
+from modelengine.builder.progress import Reporter, StreamReporter
 from modelengine.store.base import ObjectStore, StoreError
 from modelengine.store.open import open_store
 from modelengine.store.publish import write_release
@@ -111,12 +111,10 @@ def prepare(args: argparse.Namespace) -> tuple[ModelEngine, list[ResolvedTarget]
     return me, resolution.targets, skipped, store
 
 
-def run(args: argparse.Namespace) -> int:
-    me, targets, skipped, store = prepare(args)
-    reporter = StreamReporter(quiet=args.quiet)
-    reporter.info(f"{me.metadata.namespace}/{me.metadata.name}: {len(targets)} target(s) → {store.uri}")
-    for line in skipped:
-        reporter.warn(f"skipped {line}")
+def build_local(
+    me: ModelEngine, targets: list[ResolvedTarget], store: ObjectStore, reporter: Reporter
+) -> tuple[list[TargetOutcome], str | None]:
+    """Run the pipeline; when every target is Ready, write the release record."""
     with Pipeline(me, store=store, reporter=reporter) as pipeline:
         try:
             outcomes = pipeline.run(targets)
@@ -134,6 +132,16 @@ def run(args: argparse.Namespace) -> int:
             engines=[(o.target.name, o.manifest) for o in outcomes if o.manifest is not None],
         )
         release_uri = write_release(store, record)
+    return outcomes, release_uri
+
+
+def run(args: argparse.Namespace) -> int:
+    me, targets, skipped, store = prepare(args)
+    reporter = StreamReporter(quiet=args.quiet)
+    reporter.info(f"{me.metadata.namespace}/{me.metadata.name}: {len(targets)} target(s) → {store.uri}")
+    for line in skipped:
+        reporter.warn(f"skipped {line}")
+    outcomes, release_uri = build_local(me, targets, store, reporter)
     if args.json:
         json.dump(
             {"outcomes": [o.summary() for o in outcomes], "release": release_uri, "skipped": skipped},
