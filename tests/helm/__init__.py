@@ -1,0 +1,1 @@
+"""Helm chart tests."""
