@@ -166,7 +166,7 @@ def plan_profile(network_inputs: Sequence[NetTensor], requested: Sequence[Tensor
         spec = by_name.get(net.name)
         if spec is None or spec.min is None or spec.opt is None or spec.max is None:
             fixed = list(spec.shape) if spec is not None else shape
-            if -1 in fixed or -1 in shape:
+            if -1 in fixed:
                 raise BackendError(
                     f"input {net.name} has dynamic dimensions {shape}: the spec must give min/opt/max"
                 )
