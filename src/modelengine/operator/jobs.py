@@ -1,0 +1,181 @@
+"""The builder Job: one per build key, named after the key, pinned to the right nodes.
+
+The name is a pure function of the build key (`me-build-<key[:20]>`), so a restarted
+operator, a second replica or two ModelEngines sharing a model can never start the same
+build twice: the second create answers 409 and the caller adopts the existing Job.
+
+Placement follows the backend: full TensorRT builds for the GPU they target, so the Job
+asks for `nvidia.com/gpu: 1`, tolerates the GPU taint and requires GFD's compute-capability
+labels (and the product when the spec pins one). TRT-RTX and ONNX Runtime build on CPUs:
+no GPU request, and an affinity away from GPU nodes so builds do not take them.
+Store credentials reach the pod only through `envFrom` of the referenced Secret.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelengine.api.models import API_GROUP, API_VERSION, KIND, ModelEngine
+from modelengine.api.targets import ResolvedTarget
+from modelengine.operator import nodes
+from modelengine.operator.config import OperatorConfig
+
+LABEL_NAME = "modelengine.io/name"
+LABEL_KEY = "modelengine.io/build-key"
+LABEL_TARGET = "modelengine.io/target"
+LABEL_MANAGED = "app.kubernetes.io/managed-by"
+MANAGED_BY = "modelengine-operator"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def job_name(build_key: str) -> str:
+    return f"me-build-{build_key[:20]}"
+
+
+def resource_json(me: ModelEngine, generation: int) -> str:
+    """The ModelEngine as the builder reads it: no status, only the metadata it needs."""
+    doc = {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "metadata": {"name": me.metadata.name, "namespace": me.metadata.namespace, "generation": generation},
+        "spec": me.spec.to_wire(),
+    }
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def target_json(target: ResolvedTarget) -> str:
+    return json.dumps(
+        {"backend": target.backend.value, "computeCapability": target.compute_capability, "product": target.product},
+        separators=(",", ":"),
+    )
+
+
+def _affinity(target: ResolvedTarget) -> dict[str, Any]:
+    if target.needs_gpu_node and target.compute_capability:
+        major, _, minor = target.compute_capability.partition(".")
+        terms = [
+            {"key": nodes.MAJOR, "operator": "In", "values": [major]},
+            {"key": nodes.MINOR, "operator": "In", "values": [minor]},
+        ]
+        if target.product:
+            terms.append({"key": nodes.PRODUCT, "operator": "In", "values": [target.product]})
+    else:
+        terms = [{"key": nodes.PRESENT, "operator": "DoesNotExist"}]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": terms}]}
+        }
+    }
+
+
+def build_job(
+    *,
+    me: ModelEngine,
+    uid: str | None,
+    generation: int,
+    target: ResolvedTarget,
+    build_key: str,
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    """The batch/v1 Job manifest that builds `target` of `me` under `build_key`."""
+    name = me.metadata.name
+    labels = {
+        LABEL_NAME: name[:63],
+        LABEL_KEY: build_key[:63],
+        LABEL_TARGET: target.name[:63],
+        LABEL_MANAGED: MANAGED_BY,
+    }
+    limits: dict[str, str] = {"cpu": config.builder_cpu, "memory": config.builder_memory}
+    requests = dict(limits)
+    tolerations: list[dict[str, str]] = []
+    if target.needs_gpu_node:
+        limits["nvidia.com/gpu"] = "1"
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+    env = [
+        {"name": "MODELENGINE_RESOURCE", "value": resource_json(me, generation)},
+        {"name": "MODELENGINE_TARGET", "value": target_json(target)},
+        {"name": "MODELENGINE_BUILD_KEY", "value": build_key},
+        {"name": "MODELENGINE_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    container: dict[str, Any] = {
+        "name": "builder",
+        "image": me.spec.build.image or config.builder_image,
+        "command": list(config.builder_command),
+        "env": env,
+        "resources": {"limits": limits, "requests": requests},
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    secret = me.spec.storage.secret_ref
+    if secret is not None:
+        container["envFrom"] = [{"secretRef": {"name": secret.name}}]
+    metadata: dict[str, Any] = {"name": job_name(build_key), "namespace": me.metadata.namespace, "labels": labels}
+    if uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": name,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": False,
+            }
+        ]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "activeDeadlineSeconds": config.job_deadline_seconds,
+            "backoffLimit": config.job_backoff_limit,
+            "ttlSecondsAfterFinished": config.job_ttl_seconds,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "fsGroup": 65532},
+                    "affinity": _affinity(target),
+                    "tolerations": tolerations,
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def job_state(job: dict[str, Any]) -> str:
+    """'Succeeded', 'Failed' or 'Running' from a Job's status (conditions first, then counts)."""
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "Succeeded"
+        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
+            return "Failed"
+    if status.get("succeeded"):
+        return "Succeeded"
+    backoff = int((job.get("spec") or {}).get("backoffLimit", 6))
+    if int(status.get("failed") or 0) > backoff:
+        return "Failed"
+    return "Running"
+
+
+def job_failure_reason(job: dict[str, Any]) -> str:
+    """Kubernetes' own reason (BackoffLimitExceeded, DeadlineExceeded): the fallback only."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            message = cond.get("message") or cond.get("reason") or "failed"
+            return f"Job failed: {message}"
+    return "Job failed"

@@ -1,0 +1,175 @@
+"""The few Kubernetes API calls the controller makes, behind one small Protocol.
+
+Everything the controller *reads* comes from kopf's watch streams (ModelEngines, Jobs,
+Nodes), so steady state costs no GETs; the calls here are the writes (Job create/delete,
+status and finalizer patches) and two rare reads (a failed Job's Pods for the builder's
+termination message, a storage Secret). The implementation uses the official
+`kubernetes` client in worker threads, with the usual kubeconfig / in-cluster config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from modelengine.api.models import API_GROUP, API_VERSION, PLURAL
+
+
+class ApiError(Exception):
+    """An API call failed; `status` is the HTTP status (0 when no answer came)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+
+class KubeApi(Protocol):
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> None: ...
+
+    async def delete_job(self, namespace: str, name: str) -> None: ...
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str | None:
+        """Merge-patch the status subresource; returns the new resourceVersion."""
+        ...
+
+    async def patch_metadata(self, namespace: str, name: str, metadata: dict[str, Any]) -> None: ...
+
+    async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]: ...
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
+
+    async def list_nodes(self) -> list[dict[str, Any]]: ...
+
+
+def _message(err: Exception) -> str:
+    body = getattr(err, "body", None)
+    if body:
+        import json
+
+        try:
+            return str(json.loads(body).get("message") or body)[:300]
+        except (ValueError, AttributeError):
+            return str(body)[:300]
+    return (str(err).splitlines() or [type(err).__name__])[0][:300]
+
+
+class ClientApi:
+    """`KubeApi` over the official client; each call runs in a small thread pool."""
+
+    def __init__(self, *, kubeconfig: str | None = None, user_agent: str = "modelengine-operator", workers: int = 8):
+        from kubernetes import client, config
+
+        try:
+            if kubeconfig:
+                configuration = client.Configuration()
+                config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            else:
+                try:
+                    configuration = client.Configuration()
+                    config.load_incluster_config(client_configuration=configuration)
+                except config.ConfigException:
+                    configuration = client.Configuration()
+                    config.load_kube_config(client_configuration=configuration)
+        except (config.ConfigException, OSError) as err:
+            raise ApiError(0, f"no Kubernetes configuration: {_message(err)}") from None
+        configuration.connection_pool_maxsize = max(workers, 4)
+        self.configuration = configuration
+        self._api = client.ApiClient(configuration)
+        self._api.user_agent = user_agent
+        self._batch = client.BatchV1Api(self._api)
+        self._core = client.CoreV1Api(self._api)
+        self._custom = client.CustomObjectsApi(self._api)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube-api")
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        loop = asyncio.get_running_loop()
+
+        def call() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as err:
+                raise ApiError(int(err.status or 0), _message(err)) from None
+            except Exception as err:  # connection errors: urllib3 and friends
+                raise ApiError(0, _message(err)) from None
+
+        return await loop.run_in_executor(self._pool, call)
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+        await self._call(self._batch.create_namespaced_job, namespace, body, _preload_content=False)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        await self._call(
+            self._batch.delete_namespaced_job,
+            name,
+            namespace,
+            body={"propagationPolicy": "Background"},
+            _preload_content=False,
+        )
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str | None:
+        import json
+
+        raw = await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+            _preload_content=False,
+            _content_type="application/merge-patch+json",
+        )
+        try:
+            version = json.loads(raw.data).get("metadata", {}).get("resourceVersion")
+        except (ValueError, AttributeError):
+            return None
+        return str(version) if version is not None else None
+
+    async def patch_metadata(self, namespace: str, name: str, metadata: dict[str, Any]) -> None:
+        await self._call(
+            self._custom.patch_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": metadata},
+            _preload_content=False,
+            _content_type="application/merge-patch+json",
+        )
+
+    async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        import json
+
+        raw = await self._call(
+            self._core.list_namespaced_pod, namespace, label_selector=f"job-name={job_name}", _preload_content=False
+        )
+        items: list[dict[str, Any]] = json.loads(raw.data).get("items") or []
+        return [p for p in items if (p.get("metadata", {}).get("labels") or {}).get("job-name") == job_name]
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        import json
+
+        try:
+            raw = await self._call(self._core.read_namespaced_secret, name, namespace, _preload_content=False)
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+        data: dict[str, str] = json.loads(raw.data).get("data") or {}
+        return data
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        import json
+
+        raw = await self._call(self._core.list_node, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(raw.data).get("items") or []
+        return items
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()

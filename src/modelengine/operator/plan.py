@@ -1,0 +1,85 @@
+"""Planning: a ModelEngine + the cluster's GPU kinds → one build key per target.
+
+Pure functions, no I/O: the controller supplies the model digest and backend versions and
+gets back what each target needs. Targets an older plan had whose key the current spec
+still produces, but whose GPU kind left the cluster, are kept as Orphaned (the engine is
+still in the store and still right; there is just nowhere to run it now). Targets a spec
+change replaced are simply gone: their Jobs are superseded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelengine.api.models import BackendName, ModelEngineSpec
+from modelengine.api.targets import GpuKind, ResolvedTarget, build_key, resolve_targets
+from modelengine.api.validation import effective_backend
+
+
+@dataclass(frozen=True)
+class PlannedTarget:
+    target: ResolvedTarget
+    build_key: str
+
+
+@dataclass
+class Plan:
+    targets: list[PlannedTarget]
+    skipped: list[str] = field(default_factory=list)  # one line per target that cannot be built
+    orphaned: list[dict[str, Any]] = field(default_factory=list)  # previous engine statuses
+    unversioned: list[str] = field(default_factory=list)  # backends with no known version
+
+
+def make_plan(
+    spec: ModelEngineSpec,
+    *,
+    gpu_kinds: list[GpuKind],
+    products: dict[str, str],
+    model_digest: str,
+    versions: dict[BackendName, str | None],
+    previous_engines: list[dict[str, Any]],
+) -> Plan:
+    resolution = resolve_targets(spec, gpu_kinds, products=products)
+    plan = Plan(targets=[], skipped=list(resolution.skipped))
+    for target in resolution.targets:
+        version = versions.get(target.backend)
+        if version is None:
+            if target.backend.value not in plan.unversioned:
+                plan.unversioned.append(target.backend.value)
+            plan.skipped.append(
+                f"{target.name}: no {target.backend.value} version known "
+                f"(set --backend-version {target.backend.value}=VERSION)"
+            )
+            continue
+        key = build_key(model_digest=model_digest, spec=spec, target=target, backend_version=version)
+        plan.targets.append(PlannedTarget(target, key))
+    planned_keys = {p.build_key for p in plan.targets}
+    for engine in previous_engines:
+        if engine.get("buildKey") in planned_keys or engine.get("phase") not in ("Ready", "Orphaned"):
+            continue
+        target = _target_of(engine)
+        version = engine.get("backendVersion")
+        if target is None or not version or not _node_dependent(spec, target):
+            continue
+        still = build_key(model_digest=model_digest, spec=spec, target=target, backend_version=version)
+        if still == engine.get("buildKey") and versions.get(target.backend) == version:
+            plan.orphaned.append(engine)
+    return plan
+
+
+def _node_dependent(spec: ModelEngineSpec, target: ResolvedTarget) -> bool:
+    """Whether a target of the spec that depends on the cluster's Nodes could produce it."""
+    for t in spec.targets:
+        backend = effective_backend(spec, t)
+        if backend is target.backend and (t.auto or (t.product and t.product == target.product)):
+            return True
+    return False
+
+
+def _target_of(engine: dict[str, Any]) -> ResolvedTarget | None:
+    try:
+        backend = BackendName(engine.get("backend"))
+    except ValueError:
+        return None
+    return ResolvedTarget(backend, engine.get("computeCapability"), engine.get("product"))

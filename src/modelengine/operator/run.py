@@ -1,0 +1,108 @@
+"""Run the operator in-process: the kopf registry, settings and the controller wired up.
+
+`operate()` is what `modelengine operator` runs and what the tests and the benchmark run
+in a thread against KMock; stop it with its `stop_flag`. All handlers are kopf *event*
+handlers (stateless: no progress or diff-base annotations are written), feeding the
+controller's caches; the controller's workers start in kopf's startup handler so that
+they share its context (event posting, settings).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Any
+
+import kopf
+
+from modelengine.api.models import API_GROUP, API_VERSION, PLURAL
+from modelengine.operator import jobs as jobspec
+from modelengine.operator.controller import Controller, event_ref
+
+
+def connection_info(api: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same configuration the controller's client loaded."""
+    cfg = api.configuration
+    token = None
+    auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    if auth:
+        token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else auth
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        token=token,
+    )
+
+
+def post_event(body: dict[str, Any], etype: str, reason: str, message: str) -> None:
+    kopf.event(event_ref(body), type=etype, reason=reason, message=message)
+
+
+def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.level = logging.WARNING  # our own events only, not kopf's log lines
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 60
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await controller.stop()
+
+    if login is not None:
+
+        @kopf.on.login(registry=registry)
+        def do_login(**_: Any) -> kopf.ConnectionInfo:
+            return login
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    async def modelengine_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        controller.start()  # first event: inside kopf's context, so events can be posted
+        controller.observe_modelengine(event.get("type"), dict(body))
+
+    @kopf.on.event("batch", "v1", "jobs", labels={jobspec.LABEL_KEY: kopf.PRESENT}, registry=registry)
+    async def job_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        controller.start()  # first event: inside kopf's context, so events can be posted
+        controller.observe_job(event.get("type"), dict(body))
+
+    @kopf.on.event("", "v1", "nodes", registry=registry)
+    async def node_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        controller.start()  # first event: inside kopf's context, so events can be posted
+        controller.observe_node(event.get("type"), dict(body))
+
+    return registry
+
+
+async def operate(
+    controller: Controller,
+    *,
+    login: kopf.ConnectionInfo | None,
+    namespaces: Collection[str] = (),
+    peering: str | None = None,
+    priority: int = 0,
+    liveness_endpoint: str | None = None,
+    stop_flag: Any = None,
+    ready_flag: Any = None,
+) -> None:
+    """Run until `stop_flag` is set. No peering name → standalone (no peering writes)."""
+    registry = build_registry(controller, login=login)
+    controller.post_event = post_event
+    await kopf.operator(
+        registry=registry,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        standalone=peering is None,
+        peering_name=peering,
+        priority=priority,
+        liveness_endpoint=liveness_endpoint,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )

@@ -1,0 +1,165 @@
+"""KMock, made a little more like a real API server for the operator's tests.
+
+KMock's `KubernetesEmulator` keeps objects in memory and serves list/watch/create/patch/
+delete over real HTTP, so kopf and the `kubernetes` client run against it unmodified. What
+it leaves out, and the operator depends on, is filled in here, in one subclass, through
+the hooks KMock offers (`_handle`, `__call__`, the list fallback) rather than a new server:
+
+- `GET /api/v1/namespaces` fails in KMock's path parser (a namespace list has no name
+  part); it is answered here from the namespaces the stored objects live in.
+- Object metadata a real server maintains: `uid`, `resourceVersion` (bumped on every
+  write), `creationTimestamp`, and `generation`, which starts at 1 and is bumped only when
+  `spec` changes (status and metadata writes leave it alone).
+- The status subresource: a PATCH to `.../status` changes only `status`; a PATCH to the
+  main resource of a kind that has the subresource cannot change `status`.
+- `labelSelector` on lists (equality and existence terms), so label-filtered reads see
+  what a real server would return.
+
+Fault injection (409 / 500 / slow answers) needs nothing new: KMock's DSL does it, e.g.
+`server['post /apis/batch/v1/namespaces/default/jobs'][:2] << 500`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import itertools
+import json
+import uuid
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal import dicts, enums, rendering
+
+# Kinds whose `status` is a subresource on a real server (plural names).
+STATUS_SUBRESOURCE_PLURALS = frozenset({"modelengines", "jobs", "pods", "deployments"})
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def selector_matches(selector: str, labels: dict[str, str]) -> bool:
+    """Equality (`a=b`, `a==b`, `a!=b`) and existence (`a`, `!a`) terms, comma-joined."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, _, value = term.partition("!=")
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, _, value = term.replace("==", "=").partition("=")
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+@attrs.define(kw_only=True)
+class KubeEmulator(kmock.KubernetesEmulator):
+    """KMock's Kubernetes emulator with server-maintained metadata and subresources."""
+
+    _rv: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    def _next_rv(self) -> str:
+        return str(next(self._rv))
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.path.rstrip("/") == "/api/v1/namespaces" and raw_request.method == "GET":
+            await raw_request.read()
+            self._requests.append(rendering.Request(method="GET", url=raw_request.url, id=len(self._requests)))
+            if raw_request.query.get("watch") in ("true", "1"):
+                return await self._hold_watch(raw_request)
+            return aiohttp.web.json_response(self._namespace_list())
+        return await super().__call__(raw_request)
+
+    def _namespace_list(self) -> dict[str, Any]:
+        names = {"default"}
+        for resource, namespace, name in list(self.objects):
+            if namespace:
+                names.add(namespace)
+            if resource.plural == "namespaces" and resource.group == "":
+                names.add(name)
+        items = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "resourceVersion": "1"}}
+            for n in sorted(names)
+        ]
+        return {"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "1"}, "items": items}
+
+    async def _hold_watch(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # Namespaces never change in these tests: an open, silent watch is the honest answer.
+        response = aiohttp.web.StreamResponse()
+        response.content_type = "application/json"
+        await response.prepare(raw_request)
+        timeout = float(raw_request.query.get("timeoutSeconds", "60"))
+        await asyncio.sleep(timeout)
+        await response.write_eof()
+        return response
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and isinstance(request.data, (dict, list)):
+            if request.action == enums.action.CREATE and isinstance(request.data, dict):
+                self._stamp_create(request)
+            elif request.action == enums.action.UPDATE and request.name is not None:
+                self._stamp_update(request)
+        return await super()._handle(request)
+
+    def _stamp_create(self, request: rendering.Request) -> None:
+        meta = request.data.setdefault("metadata", {})
+        meta.setdefault("namespace", request.namespace) if request.namespace else None
+        meta["uid"] = str(uuid.uuid4())
+        meta["resourceVersion"] = self._next_rv()
+        meta["creationTimestamp"] = _now()
+        meta.setdefault("generation", 1)
+        if meta.get("generateName") and not meta.get("name"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+
+    def _stamp_update(self, request: rendering.Request) -> None:
+        assert request.resource is not None
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return  # KMock answers 404 itself
+        current = copy.deepcopy(self.objects[key].raw)
+        patch = request.data
+        plural = request.resource.plural
+        if isinstance(patch, list):  # JSON patch: turn the outcome into a merge patch
+            merged = dict(dicts.patch_dict(current, patch))
+            patch = {k: merged.get(k) for k in set(current) | set(merged)}
+        if request.subresource == "status":
+            patch = {"status": patch.get("status")}
+        elif plural in STATUS_SUBRESOURCE_PLURALS:
+            patch = {k: v for k, v in patch.items() if k != "status"}
+        merged = dict(dicts.patch_dict(current, patch))
+        meta = dict(patch.get("metadata") or {})
+        meta["resourceVersion"] = self._next_rv()
+        meta.pop("uid", None)
+        meta.pop("creationTimestamp", None)
+        generation = int(current.get("metadata", {}).get("generation") or 1)
+        if json.dumps(merged.get("spec"), sort_keys=True) != json.dumps(current.get("spec"), sort_keys=True):
+            generation += 1
+        meta["generation"] = generation
+        patch = {**patch, "metadata": meta}
+        if isinstance(request.data, list):
+            object.__setattr__(request, "data", patch)
+        else:
+            request.data.clear()
+            request.data.update(patch)
+
+    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
+        listing = await super()._serve_list(request)
+        selector = request.params.get("labelSelector") if request.params else None
+        assert isinstance(listing, dict)
+        if selector:
+            listing["items"] = [
+                item
+                for item in listing["items"]
+                if selector_matches(selector, item.get("metadata", {}).get("labels") or {})
+            ]
+        listing["metadata"] = {"resourceVersion": str(next(self._rv))}
+        return listing

@@ -1,0 +1,234 @@
+"""Test harness: KMock in a thread, the operator in a thread, a kubeconfig between them.
+
+Each part runs on its own event loop in its own thread, as separate processes would, and
+they only talk over HTTP: the operator (kopf + the `kubernetes` client) sees a real API
+server URL from a kubeconfig. Tests drive the cluster with the `kubernetes` client too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kmock
+import yaml
+
+from modelengine.operator.config import OperatorConfig
+from modelengine.operator.controller import Controller
+from modelengine.operator.kube import ClientApi
+from modelengine.operator.run import connection_info, operate
+from modelengine.operator.storage import StoreProvider
+from tests.operator.fakekube import KubeEmulator
+
+T = TypeVar("T")
+
+RESOURCES: dict[str, kmock.ResourceInfo] = {
+    "modelengine.io/v1alpha1/modelengines": kmock.ResourceInfo(
+        kind="ModelEngine", singular="modelengine", namespaced=True, shortnames={"me"}, subresources={"status"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    "batch/v1/jobs": kmock.ResourceInfo(kind="Job", singular="job", namespaced=True, subresources={"status"},
+                                         verbs={"get", "list", "watch", "create", "patch", "delete"}),
+    "v1/pods": kmock.ResourceInfo(kind="Pod", singular="pod", namespaced=True, subresources={"status"},
+                                  verbs={"get", "list", "watch", "create", "patch", "delete"}),
+    "v1/nodes": kmock.ResourceInfo(kind="Node", singular="node", namespaced=False,
+                                   verbs={"get", "list", "watch", "create", "patch", "delete"}),
+    "v1/secrets": kmock.ResourceInfo(kind="Secret", singular="secret", namespaced=True,
+                                     verbs={"get", "list", "watch", "create", "patch", "delete"}),
+    "v1/events": kmock.ResourceInfo(kind="Event", singular="event", namespaced=True,
+                                    verbs={"get", "list", "watch", "create", "patch", "delete"}),
+    "v1/namespaces": kmock.ResourceInfo(kind="Namespace", singular="namespace", namespaced=False,
+                                        verbs={"get", "list", "watch"}),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
+        kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False,
+        verbs={"get", "list", "watch"},
+    ),
+    "kopf.dev/v1/kopfpeerings": kmock.ResourceInfo(kind="KopfPeering", singular="kopfpeering", namespaced=True,
+                                                   verbs={"get", "list", "watch", "create", "patch", "delete"}),
+    "kopf.dev/v1/clusterkopfpeerings": kmock.ResourceInfo(
+        kind="ClusterKopfPeering", singular="clusterkopfpeering", namespaced=False,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+}
+
+
+class LoopThread:
+    """An event loop running in a daemon thread; `call` runs a coroutine on it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class FakeCluster:
+    """KMock (with `KubeEmulator`'s additions) serving the Kubernetes API on a loopback port."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.runner = LoopThread("kmock")
+        self.kmock: KubeEmulator
+        self._server: kmock.Server
+        self.url = self.runner.call(self._start())
+        self.kubeconfig = tmp / "kubeconfig"
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+                    "users": [{"name": "test", "user": {"token": "test-token"}}],
+                    "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                    "current-context": "kmock",
+                }
+            )
+        )
+
+    async def _start(self) -> str:
+        self.kmock = KubeEmulator()
+        for name, info in RESOURCES.items():
+            self.kmock.resources[name] = info
+        await self.kmock.__aenter__()
+        self._server = kmock.Server(self.kmock)
+        await self._server.__aenter__()
+        return str(self._server.url).rstrip("/")
+
+    async def _stop(self) -> None:
+        await self._server.__aexit__(None, None, None)
+        await self.kmock.__aexit__(None, None, None)
+
+    def close(self) -> None:
+        try:
+            self.runner.call(self._stop(), timeout=10)
+        finally:
+            self.runner.close()
+
+    def inject(self, fn: Callable[[KubeEmulator], Any]) -> None:
+        """Apply a KMock DSL statement on KMock's own loop (e.g. fault injection)."""
+
+        async def apply() -> None:
+            fn(self.kmock)
+
+        self.runner.call(apply())
+
+    # ---- object helpers (the in-memory state, as kubectl would show it) ----
+
+    def objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        async def read() -> list[dict[str, Any]]:
+            out = []
+            for (resource, ns, _name), obj in list(self.kmock.objects.items()):
+                if resource.plural == plural and (namespace is None or ns == namespace) and not obj.deleted:
+                    out.append(json.loads(json.dumps(obj.raw)))
+            return out
+
+        return self.runner.call(read())
+
+    def get(self, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        for obj in self.objects(plural, namespace):
+            if obj.get("metadata", {}).get("name") == name:
+                return obj
+        return None
+
+    def requests(self) -> list[Any]:
+        return list(self.kmock.requests)
+
+
+def kube_client(kubeconfig: Path) -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def gpu_node(name: str, product: str, cc: str, family: str = "ampere") -> dict[str, Any]:
+    major, minor = cc.split(".")
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": product,
+                "nvidia.com/gpu.compute.major": major,
+                "nvidia.com/gpu.compute.minor": minor,
+                "nvidia.com/gpu.family": family,
+            },
+        },
+    }
+
+
+def secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+class OperatorThread:
+    """`modelengine.operator.run.operate` in its own thread and loop, stoppable."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        config: OperatorConfig,
+        *,
+        namespaces: list[str] | None = None,
+        peering: str | None = None,
+        priority: int = 0,
+    ) -> None:
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.api = ClientApi(kubeconfig=str(kubeconfig), user_agent=config.identity, workers=config.workers)
+        self.controller = Controller(config=config, api=self.api, stores=StoreProvider(read_secret=self.api.read_secret))
+        self.error: BaseException | None = None
+        self._kwargs = dict(namespaces=namespaces or [], peering=peering, priority=priority)
+        self.thread = threading.Thread(target=self._run, name=f"operator-{config.identity}", daemon=True)
+        self.thread.start()
+        if not self.ready_flag.wait(30):
+            raise RuntimeError(f"operator did not start: {self.error!r}")
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(
+                operate(
+                    self.controller,
+                    login=connection_info(self.api),
+                    stop_flag=self.stop_flag,
+                    ready_flag=self.ready_flag,
+                    **self._kwargs,  # type: ignore[arg-type]
+                )
+            )
+        except BaseException as err:  # surfaced by the test through .error
+            self.error = err
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(30)
+        self.api.close()
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 60, interval: float = 0.1, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    last: T = predicate()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+        last = predicate()
+    return last
