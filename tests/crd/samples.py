@@ -232,7 +232,7 @@ INVALID: list[Sample] = [
     Sample(
         "cpu-target-with-tensorrt",
         _set("spec.targets.0", {"cpu": True, "backend": "tensorrt"}),
-        "spec.targets",
+        "spec.targets[0]",
         "a cpu target builds with onnxruntime",
     ),
     Sample(

@@ -323,11 +323,10 @@ def cel_rules() -> list[CelRule]:
             "set exactly one of computeCapability, product, auto, cpu",
         ),
         CelRule(
-            (),
-            f"self.targets.all(t, !(has(t.cpu) && t.cpu) || {_effective_backend('t')}"
-            f" == {_lit(BackendName.ONNXRUNTIME.value)})",
+            ("targets", "[]"),
+            f"!(has(self.cpu) && self.cpu) || !has(self.backend) || self.backend == {_lit(BackendName.ONNXRUNTIME.value)}",
             "a cpu target builds with onnxruntime",
-            ".targets",
+            ".backend",
         ),
         CelRule(
             (),
