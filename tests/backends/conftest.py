@@ -29,6 +29,13 @@ CONV_INPUT = TensorInfo(
 )
 
 
+def make_model(graph: onnx.GraphProto, *domains: str) -> onnx.ModelProto:
+    """An opset-17 model with IR version 9, which every ONNX Runtime since 1.16 reads
+    (onnx.helper would stamp the newest IR version, newer than some installed runtimes)."""
+    opsets = [helper.make_opsetid("", 17), *(helper.make_opsetid(d, 1) for d in domains)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=9)
+
+
 def rtx_target(cc: str | None) -> ResolvedTarget:
     return ResolvedTarget(BackendName.TENSORRT_RTX, cc)
 
@@ -112,7 +119,7 @@ def gate_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])],
         [w, zero],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph)
     onnx.checker.check_model(model)
     out = tmp_path_factory.mktemp("gate") / "gate.onnx"
     onnx.save(model, str(out))
@@ -137,7 +144,7 @@ def resize_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 2, 9, 9])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph)
     onnx.checker.check_model(model)
     out = tmp_path_factory.mktemp("resize") / "resize.onnx"
     onnx.save(model, str(out))
@@ -156,9 +163,7 @@ def custom_op_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
-    )
+    model = make_model(graph, "com.example")
     out = tmp_path_factory.mktemp("custom") / "custom.onnx"
     onnx.save(model, str(out))
     return out

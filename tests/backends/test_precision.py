@@ -13,6 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from modelengine.backends.base import UnsupportedModel
 from modelengine.backends.precision import FP16_MAX, ConversionReport, convert_to_fp16
 
+from .conftest import make_model
+
 
 def run(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -91,7 +93,7 @@ def test_computed_scales_get_a_cast_and_constants_keep_values(tmp_path: Path) ->
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
     )
     src = tmp_path / "const.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    onnx.save(make_model(graph), str(src))
     out = convert_to_fp16(src, tmp_path / "const16.onnx")
     model = onnx.load(str(out))
     constants = [n for n in model.graph.node if n.op_type == "Constant"]
@@ -111,7 +113,7 @@ def test_values_beyond_fp16_range_are_clipped(tmp_path: Path) -> None:
         [w],
     )
     src = tmp_path / "big.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    onnx.save(make_model(graph), str(src))
     report = ConversionReport()
     out = convert_to_fp16(src, tmp_path / "big16.onnx", report=report)
     assert report.clipped_values == 2

@@ -26,7 +26,7 @@ from modelengine.backends.trt.calibration import CalibrationData
 from modelengine.backends.versions import installed_version
 from modelengine.store.manifest import TensorInfo
 
-from .conftest import CONV_INPUT
+from .conftest import CONV_INPUT, make_model
 
 TRT_MISSING = importlib.util.find_spec("tensorrt") is None
 TARGET = ResolvedTarget(BackendName.TENSORRT, "8.9")
@@ -135,7 +135,7 @@ def test_has_qdq(conv_onnx: Path, tmp_path: Path) -> None:
         [scale],
     )
     path = tmp_path / "qdq.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(make_model(graph), str(path))
     assert has_qdq(path)
 
 
