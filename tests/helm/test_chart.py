@@ -4,14 +4,15 @@ helm comes from `MODELENGINE_HELM`, `.tools/helm` (put there by scripts/get-helm
 PATH; without one the rendering tests skip and say how to get it. Rendered manifests are
 checked with kubernetes-validate's strict schemas (unknown fields are errors); the kinds
 it has no schema for (kopf peering objects, the ServiceMonitor) are checked against their
-CRD or field by field. The RBAC test pins the exact rules: a permission added or lost
-shows up as a diff against the table in docs/operator-install.md's order.
+CRD or field by field. The RBAC tests pin the exact rules (tables below), and
+docs/operator-install.md must list the same resources and verbs.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -391,3 +392,31 @@ def test_include_crds_installs_the_generated_crd(tmp_path: Path) -> None:
     assert crds["modelengines.modelengine.io"] == generate_crd()
     for crd in crds.values():
         validate_offline(crd)
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    from modelengine import __version__
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+
+
+@needs_helm
+def test_install_doc_lists_exactly_the_rendered_rbac(tmp_path: Path) -> None:
+    """docs/operator-install.md's RBAC tables name every (resource, verb) the ClusterRoles grant."""
+    text = (ROOT / "docs" / "operator-install.md").read_text().split("## RBAC", 1)[1].split("\n## ", 1)[0]
+    documented = set()
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        for resource in re.findall(r"`([^`]+)`", cells[0]):
+            for verb in cells[1].split(", "):
+                documented.add((resource.split(".")[0], verb))
+    rendered = set()
+    for values in ({}, {"operator": {"watchNamespaces": ["ml"]}}):
+        for role in render(tmp_path, values):
+            if role["kind"] == "ClusterRole":
+                rendered |= {(resource, verb) for _, resource, verb, _ in rule_set(role)}
+    assert documented == rendered
+    assert "`leases` (coordination.k8s.io)\nget, create and update" in text
