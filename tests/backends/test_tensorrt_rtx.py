@@ -56,11 +56,13 @@ def test_builds_for_two_capabilities_with_the_profile(
     assert engines["8.9"] != engines["8.6"]
 
 
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.FP16])
 def test_external_data_model_is_parsed_by_path(
-    backend: TensorRTRTXBackend, conv_external_onnx: Path, tmp_path: Path
+    backend: TensorRTRTXBackend, conv_external_onnx: Path, tmp_path: Path, precision: Precision
 ) -> None:
     assert (conv_external_onnx.parent / "model.onnx.data").stat().st_size > 1000
-    result = backend.build(conv_external_onnx, target=rtx_target("8.9"), options=OPTIONS, out_dir=tmp_path)
+    options = BuildOptions(precision=precision, inputs=(CONV_INPUT,))
+    result = backend.build(conv_external_onnx, target=rtx_target("8.9"), options=options, out_dir=tmp_path)
     assert result.engine_path.stat().st_size > 10_000
 
 

@@ -245,7 +245,10 @@ def build_plan(
         for t in inputs:
             assert t.min is not None and t.opt is not None and t.max is not None
             profile.set_shape(t.name, t.min, t.opt, t.max)
-        config.add_optimization_profile(profile)
+        if config.add_optimization_profile(profile) < 0:
+            raise BackendError(
+                f"{library} rejected the optimization profile: {sink.reason('invalid profile')}"
+            )
     config.set_memory_pool_limit(workspace_pool, options.workspace_mib << 20)
     config.builder_optimization_level = options.optimization_level
     if before_build is not None:
