@@ -420,3 +420,22 @@ def test_install_doc_lists_exactly_the_rendered_rbac(tmp_path: Path) -> None:
                 rendered |= {(resource, verb) for _, resource, verb, _ in rule_set(role)}
     assert documented == rendered
     assert "`leases` (coordination.k8s.io)\nget, create and update" in text
+
+
+@needs_helm
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"operator": {"maxbuilds": 3}}, "'maxbuilds' not allowed"),
+        ({"operator": {"maxBuilds": 0}}, "/operator/maxBuilds"),
+        ({"operator": {"logFormat": "xml"}}, "/operator/logFormat"),
+        ({"replicas": 3}, "'replicas' not allowed"),
+        ({"image": {"builder": {"repository": ""}}}, "/image/builder/repository"),
+    ],
+)
+def test_values_schema_refuses_typos_and_bad_values(tmp_path: Path, values: Doc, says: str) -> None:
+    values_file = tmp_path / "v.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    proc = helm("template", "me", str(CHART), "-f", str(values_file))
+    assert proc.returncode != 0
+    assert says in proc.stderr
