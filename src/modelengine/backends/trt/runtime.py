@@ -54,8 +54,12 @@ class _Slot:
     buffers: dict[str, DeviceBuffer] = field(default_factory=dict)
 
 
+def _enum_name(value: Any) -> str:
+    return str(getattr(value, "name", value))
+
+
 def _dtype(trt_dtype: Any) -> np.dtype[Any]:
-    name = DTYPE_NAMES.get(str(getattr(trt_dtype, "name", trt_dtype)), "")
+    name = DTYPE_NAMES.get(_enum_name(trt_dtype), "")
     if name not in {"float32", "float16", "int8", "int32", "int64", "bool", "uint8"}:
         raise BackendError(f"engine tensor type {trt_dtype} has no numpy equivalent")
     return np.dtype(name)
@@ -78,7 +82,7 @@ class TrtEngine(Engine):
         self._sink = sink or LogSink()
         self._keepalive = list(keepalive)  # the runtime must outlive the engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self._inputs = [n for n in names if "INPUT" in str(engine.get_tensor_mode(n)).upper()]
+        self._inputs = [n for n in names if _enum_name(engine.get_tensor_mode(n)) == "INPUT"]
         self._outputs = [n for n in names if n not in self._inputs]
         self._dtypes = {n: _dtype(engine.get_tensor_dtype(n)) for n in names}
         described_in = inputs or [self._describe_input(n) for n in self._inputs]
@@ -87,7 +91,7 @@ class TrtEngine(Engine):
             for n in self._outputs
         ]
         super().__init__(described_in, described_out)
-        max_shapes = {n: [int(d) for d in engine.get_tensor_profile_shape(n, 0)[2]] for n in self._inputs}
+        max_shapes = {n: self._profile(n)[2] for n in self._inputs}
         self._free: queue.Queue[_Slot] = queue.Queue()
         self._slots: list[_Slot] = []
         try:
@@ -101,8 +105,16 @@ class TrtEngine(Engine):
         for slot in self._slots:
             self._free.put(slot)
 
+    def _profile(self, name: str) -> tuple[list[int], list[int], list[int]]:
+        """(min, opt, max) of an input; a static input's shape three times (it has no profile)."""
+        shape = [int(d) for d in self._engine.get_tensor_shape(name)]
+        if -1 not in shape:
+            return shape, shape, shape
+        lo, mid, hi = ([int(d) for d in dims] for dims in self._engine.get_tensor_profile_shape(name, 0))
+        return lo, mid, hi
+
     def _describe_input(self, name: str) -> TensorInfo:
-        lo, mid, hi = ([int(d) for d in s] for s in self._engine.get_tensor_profile_shape(name, 0))
+        lo, mid, hi = self._profile(name)
         shape = [int(d) for d in self._engine.get_tensor_shape(name)]
         return TensorInfo(name=name, dtype=self._dtypes[name].name, shape=shape, min=lo, opt=mid, max=hi)
 
