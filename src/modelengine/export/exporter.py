@@ -1,0 +1,309 @@
+"""`export_onnx`: one ModelEngine spec + one loaded model -> out_dir/model.onnx.
+
+The steps, in order, each failing with one `ExportError` line:
+
+1. preflight (PyTorch formats): run the model eagerly on example inputs at the profile's
+   opt shape; a model that rejects the spec's shapes (rank, channels, input count) or
+   returns a different number of outputs than `spec.export.outputs` names fails here, with
+   PyTorch's own first line, before any exporter gets to produce a confusing error;
+2. export by method: trace (torch.jit.trace, TracerWarnings captured), script, mixed
+   (script the listed sub-modules, trace the rest) — all three through the TorchScript
+   exporter with `dynamo=False` — or dynamo (torch.export, then the dynamo exporter);
+   an ONNX model is copied with its external data;
+3. ONNX shape inference (written back) and the checker, both by path;
+4. the report: inputs with the spec's profile, outputs from shape inference, and one
+   `BranchReport` per data-dependent branch: frozen ones from the trace's bool-conversion
+   warnings (which way the trace went, found by re-running eager on the trace's example
+   under `BranchRecorder`), kept ones from the ONNX `If` nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modelengine.api.models import ExportMethod, ModelEngineSpec, ModelFormat
+from modelengine.export.branches import BranchRecorder, Site, TracerNotes, capture_tracer_warnings
+from modelengine.export.dynamo import check_program_dims, export_program, program_to_onnx, quiet_torch
+from modelengine.export.errors import (
+    CONTROL_FLOW_FIXES,
+    BranchReport,
+    ExportError,
+    ExportResult,
+    LoadedModel,
+    first_line,
+)
+from modelengine.export.inputs import example_inputs
+from modelengine.export.onnxio import (
+    check_and_infer,
+    copy_onnx,
+    data_files,
+    graph_inputs,
+    if_nodes,
+    if_report,
+    opset_of,
+    value_info,
+)
+from modelengine.export.scripting import script_module, script_parts, scripted_if_sites
+from modelengine.store.manifest import TensorInfo
+
+
+def _no_progress(_: str) -> None:
+    return None
+
+
+def flatten_outputs(value: Any) -> list[Any]:
+    """Tensors of a model's output, in order (tuples, lists and dict values flattened)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, tuple | list):
+        return [t for item in value for t in flatten_outputs(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in flatten_outputs(item)]
+    raise ExportError(f"the model returns a {type(value).__name__}; only tensors (or tuples of them) export")
+
+
+def _shape_text(args: tuple[Any, ...]) -> str:
+    return ", ".join(str(list(a.shape)) for a in args)
+
+
+def preflight(spec: ModelEngineSpec, module: Any, args: tuple[Any, ...]) -> int:
+    """Run the model once on the spec's example inputs; return its output count."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = module(*args)
+    except Exception as err:
+        raise ExportError(
+            f"the model rejects inputs shaped as spec.export.inputs ({_shape_text(args)}): "
+            f"{type(err).__name__}: {first_line(err)}"
+        ) from None
+    count = len(flatten_outputs(out))
+    names = spec.export.outputs
+    if count != len(names):
+        raise ExportError(
+            f"spec.export.outputs names {len(names)} output(s) ({', '.join(names)}) "
+            f"but the model returns {count}"
+        )
+    return count
+
+
+def _frozen_reports(module: Any, args: tuple[Any, ...], notes: TracerNotes) -> list[BranchReport]:
+    if not notes.bool_sites:
+        return []
+    import torch
+
+    with torch.no_grad():
+        _, taken = BranchRecorder(notes.bool_sites).run(module, *args)
+    return [
+        BranchReport(
+            location=site.location,
+            code=site.code,
+            kept=taken.get(site, "unknown"),
+            verdict="frozen-constant",
+            file=site.file,
+            line=site.line,
+        )
+        for site in notes.bool_sites
+    ]
+
+
+def _torchscript_export(spec: ModelEngineSpec, model: Any, args: tuple[Any, ...], path: Path) -> None:
+    import torch
+
+    inputs = spec.export.inputs
+    dynamic_axes = {
+        t.name: {d: f"{t.name}_dim{d}" for d, v in enumerate(t.shape) if v == -1}
+        for t in inputs
+        if t.is_dynamic
+    }
+    try:
+        with quiet_torch():
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                dynamo=False,
+                input_names=[t.name for t in inputs],
+                output_names=list(spec.export.outputs),
+                dynamic_axes=dynamic_axes or None,
+                opset_version=spec.export.opset,
+            )
+    except ExportError:
+        raise
+    except Exception as err:
+        raise ExportError(
+            f"ONNX export (TorchScript exporter) failed: {type(err).__name__}: {first_line(err)}"
+        ) from None
+
+
+def _trace(module: Any, args: tuple[Any, ...]) -> tuple[Any, TracerNotes]:
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return module, TracerNotes()
+    with capture_tracer_warnings() as notes:
+        try:
+            with quiet_torch():
+                traced = torch.jit.trace(module, args, check_trace=False)  # type: ignore[no-untyped-call]
+        except Exception as err:
+            raise ExportError(f"tracing the model failed: {type(err).__name__}: {first_line(err)}") from None
+    return traced, notes
+
+
+def export_onnx(
+    spec: ModelEngineSpec,
+    loaded: LoadedModel,
+    *,
+    out_dir: Path,
+    progress: Callable[[str], None] = _no_progress,
+) -> ExportResult:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.onnx"
+    method = spec.export.method
+    warnings: list[str] = []
+    frozen: list[BranchReport] = []
+    scripted_sites: list[Site] = []
+
+    if loaded.format is ModelFormat.ONNX:
+        assert loaded.onnx_path is not None
+        progress(f"copying ONNX model {loaded.onnx_path.name}")
+        copy_onnx(loaded.onnx_path, out_dir)
+        method_name = "onnx"
+    else:
+        import torch
+
+        module = loaded.module
+        if module is None:
+            raise ExportError(f"cannot read model {loaded.source_path}: nothing was loaded")
+        args = example_inputs(spec.export.inputs, "opt")
+        progress(f"checking the model on example inputs ({_shape_text(args)})")
+        preflight(spec, module, args)
+        method_name = method.value
+        if method is ExportMethod.DYNAMO:
+            if loaded.format is ModelFormat.TORCHSCRIPT:
+                raise ExportError(
+                    "spec.export.method: a TorchScript model cannot be exported with dynamo; use trace or script"
+                )
+            if loaded.exported_program is not None:
+                program = loaded.exported_program
+                check_program_dims(program, spec.export.inputs)
+            else:
+                progress("torch.export (dynamo)")
+                program = export_program(module, args, spec.export.inputs)
+            progress("converting the exported program to ONNX")
+            program_to_onnx(
+                program,
+                args,
+                path,
+                inputs=[t.name for t in spec.export.inputs],
+                outputs=list(spec.export.outputs),
+                opset=spec.export.opset,
+            )
+        else:
+            if method is ExportMethod.SCRIPT:
+                progress("scripting the model (torch.jit.script)")
+                model = script_module(module)
+                scripted_sites = scripted_if_sites(model)
+                notes = TracerNotes()
+            else:
+                source = module
+                if method is ExportMethod.MIXED:
+                    progress(f"scripting sub-modules {', '.join(spec.export.script_modules)}")
+                    source = script_parts(module, spec.export.script_modules)
+                progress(f"tracing the model ({'mixed' if method is ExportMethod.MIXED else 'trace'})")
+                model, notes = _trace(source, args)
+                scripted_sites = scripted_if_sites(model)
+                if isinstance(module, torch.jit.ScriptModule) and method is ExportMethod.TRACE:
+                    warnings.append(
+                        "the model is a TorchScript file: branches frozen when it was traced cannot be seen here"
+                    )
+            progress("exporting ONNX (TorchScript exporter)")
+            _torchscript_export(spec, model, args, path)
+            frozen = _frozen_reports(module, args, notes)
+            warnings.extend(f"tracer: {w}" for w in notes.other)
+
+    progress("ONNX checker and shape inference")
+    proto = check_and_infer(path)
+    inputs = _input_infos(spec, proto)
+    outputs = [value_info(v) for v in proto.graph.output]
+    if len(outputs) != len(spec.export.outputs):
+        raise ExportError(
+            f"spec.export.outputs names {len(spec.export.outputs)} output(s) but the ONNX model has {len(outputs)}"
+        )
+
+    branches = frozen + _kept_reports(proto, scripted_sites)
+    for b in frozen:
+        warnings.append(
+            f"branch at {b.describe()} frozen by tracing (the trace kept `{b.kept}`); "
+            f"fix: {CONTROL_FLOW_FIXES}"
+        )
+    files = [path, *(p for p in data_files(proto, out_dir) if p.is_file())]
+    return ExportResult(
+        onnx_path=path,
+        files=files,
+        inputs=inputs,
+        outputs=outputs,
+        branches=branches,
+        warnings=warnings,
+        method=method_name,
+        opset=opset_of(proto),
+    )
+
+
+def _kept_reports(proto: Any, scripted_sites: list[Site]) -> list[BranchReport]:
+    nodes = if_nodes(proto)
+    reports = [if_report(n) for n in nodes]
+    located = [r for r in reports if r.file is not None]
+    if located or not nodes:
+        return reports
+    if scripted_sites:
+        # The TorchScript exporter leaves no source on the If nodes; the scripted graph has it.
+        return [
+            BranchReport(site.location, site.code, "both", "kept", file=site.file, line=site.line)
+            for site in scripted_sites[: len(nodes)]
+        ] + reports[len(scripted_sites) :]
+    return reports
+
+
+def _input_infos(spec: ModelEngineSpec, proto: Any) -> list[TensorInfo]:
+    onnx_inputs = {v.name: value_info(v) for v in graph_inputs(proto)}
+    infos = []
+    for i, tensor in enumerate(spec.export.inputs):
+        found = onnx_inputs.get(tensor.name)
+        if found is None:
+            have = ", ".join(onnx_inputs) or "none"
+            raise ExportError(
+                f"spec.export.inputs[{i}]: the ONNX model has no input `{tensor.name}` (it has: {have})"
+            )
+        if len(found.shape) != len(tensor.shape):
+            raise ExportError(
+                f"spec.export.inputs[{i}] ({tensor.name}): rank {len(tensor.shape)} {tensor.shape} but the "
+                f"ONNX input has rank {len(found.shape)} {found.shape}"
+            )
+        for axis, (have_dim, want) in enumerate(zip(found.shape, tensor.shape, strict=True)):
+            if have_dim != -1 and want != -1 and have_dim != want:
+                raise ExportError(
+                    f"spec.export.inputs[{i}] ({tensor.name}): dimension {axis} is {want} in the spec but "
+                    f"{have_dim} in the ONNX model"
+                )
+            if have_dim != -1 and want == -1:
+                raise ExportError(
+                    f"spec.export.inputs[{i}] ({tensor.name}): dimension {axis} is dynamic in the spec but "
+                    f"fixed to {have_dim} in the ONNX model"
+                )
+        lo, mid, hi = tensor.profile()
+        infos.append(
+            TensorInfo(
+                name=tensor.name, dtype=tensor.dtype.value, shape=list(tensor.shape), min=lo, opt=mid, max=hi
+            )
+        )
+    if len(onnx_inputs) != len(spec.export.inputs):
+        extra = [n for n in onnx_inputs if n not in {t.name for t in spec.export.inputs}]
+        raise ExportError(f"spec.export.inputs does not list the ONNX model's input(s): {', '.join(extra)}")
+    return infos

@@ -1,0 +1,139 @@
+"""The ONNX side of an export: check, infer shapes, describe, copy, find `If` nodes.
+
+Every ONNX file is handled by path, never as bytes: the dynamo exporter writes weights as
+external data beside the `.onnx`, and a model over 2 GiB can only be read that way. The
+checker and shape inference run on the path as well (`check_model(path)`,
+`infer_shapes_path`), and shape inference writes the inferred output shapes back into the
+file, so every consumer sees them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from modelengine.export.errors import BranchReport, ExportError, first_line
+from modelengine.store.manifest import TensorInfo
+
+_TORCH_PARTS = ("site-packages", "dist-packages", "<eval_with_key>")
+
+
+def check_and_infer(path: Path) -> Any:
+    """Run shape inference in place and the checker; return the proto (no external data)."""
+    import onnx
+
+    try:
+        onnx.shape_inference.infer_shapes_path(str(path), str(path))
+    except Exception as err:
+        raise ExportError(f"ONNX shape inference failed on {path.name}: {first_line(err)}") from None
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as err:
+        raise ExportError(f"the ONNX checker rejects {path.name}: {first_line(err)}") from None
+    return onnx.load(str(path), load_external_data=False)
+
+
+def data_files(model: Any, folder: Path) -> list[Path]:
+    """External data files the model's initializers point to."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    files: list[Path] = []
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = folder / ExternalDataInfo(tensor).location
+            if location not in files:
+                files.append(location)
+    return files
+
+
+def copy_onnx(source: Path, out_dir: Path) -> Path:
+    """Copy an ONNX model and its external data into out_dir as model.onnx."""
+    import onnx
+
+    target = out_dir / "model.onnx"
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except Exception as err:
+        raise ExportError(f"cannot read model {source}: not a valid ONNX file ({first_line(err)})") from None
+    externals = data_files(model, source.parent)
+    if not externals:
+        shutil.copyfile(source, target)
+        return target
+    missing = [p.name for p in externals if not p.is_file()]
+    if missing:
+        raise ExportError(f"cannot read model {source}: external data file(s) missing: {', '.join(missing)}")
+    try:
+        full = onnx.load(str(source), load_external_data=True)
+        onnx.save(full, str(target), save_as_external_data=True, location="model.onnx.data")
+    except Exception as err:
+        raise ExportError(f"cannot read model {source}: {first_line(err)}") from None
+    return target
+
+
+def _np_dtype(elem_type: int) -> str:
+    import onnx
+
+    if elem_type == onnx.TensorProto.BFLOAT16:
+        return "bfloat16"
+    try:
+        return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type).name)
+    except Exception:
+        return "unknown"
+
+
+def value_info(value: Any) -> TensorInfo:
+    tensor = value.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+    return TensorInfo(name=value.name, dtype=_np_dtype(tensor.elem_type), shape=dims)
+
+
+def graph_inputs(model: Any) -> list[Any]:
+    initializers = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
+def opset_of(model: Any) -> int:
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def if_nodes(model: Any) -> list[Any]:
+    """`If` nodes anywhere in the graph, nested subgraphs included."""
+    found: list[Any] = []
+
+    def walk(graph: Any) -> None:
+        for node in graph.node:
+            if node.op_type == "If":
+                found.append(node)
+            for attr in node.attribute:
+                if attr.type == attr.GRAPH:
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+
+    walk(model.graph)
+    return found
+
+
+def if_report(node: Any) -> BranchReport:
+    """A kept branch; located through the dynamo exporter's stack-trace metadata if present."""
+    import linecache
+
+    meta = {p.key: p.value for p in node.metadata_props}
+    trace = meta.get("pkg.torch.onnx.stack_trace", "")
+    file, line = None, None
+    for chunk in trace.split('File "')[1:]:
+        name, _, rest = chunk.partition('", line ')
+        number = rest.split(",")[0].split("\n")[0].strip()
+        if number.isdigit() and not any(p in name for p in _TORCH_PARTS):
+            file, line = name, int(number)
+    if file is not None and line is not None:
+        return BranchReport(
+            location=f"{Path(file).name}:{line}",
+            code=linecache.getline(file, line).strip(),
+            kept="both",
+            verdict="kept",
+            file=file,
+            line=line,
+        )
+    return BranchReport(location=f"ONNX node {node.name or 'If'}", code="", kept="both", verdict="kept")

@@ -1,0 +1,231 @@
+"""`verify_export`: the exported ONNX against the PyTorch model it came from.
+
+1. Samples: `spec.export.verify.samples` random inputs (uniform [0, 1), like images), the
+   first three at the profile's min, opt and max shapes and the rest at random points
+   of the dynamic range; every output must match within rtol/atol, elementwise.
+2. Branches: for each branch the trace froze, search (see `probes.py`) for inputs that
+   take the other way, watching the eager run with `BranchRecorder`. A probe that flips
+   the branch and makes the ONNX output diverge is a witness: the verdict becomes
+   `frozen-flips` and the build fails with "control flow frozen by tracing", the line,
+   the witness and the fixes. A branch no probe flips stays `frozen-constant`: a warning,
+   or a failure under `spec.export.verify.controlFlow: strict`. Branches the ONNX keeps
+   as `If` are probed too, so a broken `If` is caught the same way.
+3. ONNX models have no PyTorch reference: the check is that ONNX Runtime loads the file
+   and runs it at the profile's min, opt and max shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from modelengine.api.models import ControlFlowPolicy, ModelEngineSpec
+from modelengine.export.branches import BranchRecorder, Site
+from modelengine.export.errors import CONTROL_FLOW_FIXES, BranchReport, ExportResult, LoadedModel, first_line
+from modelengine.export.inputs import random_tensor, shapes_at
+from modelengine.verify.compare import Comparison, OnnxRunner, compare, run_reference
+from modelengine.verify.probes import Probe, probes
+from modelengine.verify.report import VerificationError, VerifyReport
+
+
+def _no_progress(_: str) -> None:
+    return None
+
+
+def _shapes(args: tuple[Any, ...]) -> str:
+    return ", ".join(str(list(a.shape)) for a in args)
+
+
+def verify_export(
+    spec: ModelEngineSpec,
+    loaded: LoadedModel,
+    export: ExportResult,
+    *,
+    progress: Callable[[str], None] = _no_progress,
+) -> VerifyReport:
+    import torch
+
+    settings = spec.export.verify
+    inputs = spec.export.inputs
+    try:
+        runner = OnnxRunner(export.onnx_path)
+    except Exception as err:
+        raise VerificationError(
+            f"ONNX Runtime cannot load {export.onnx_path.name}: {first_line(err)}"
+        ) from None
+
+    generator = torch.Generator().manual_seed(1234)
+
+    def sample(point: str) -> tuple[Any, ...]:
+        shapes = shapes_at(inputs, point, generator)
+        return tuple(random_tensor(s, shape, generator) for s, shape in zip(inputs, shapes, strict=True))
+
+    def run_onnx(args: tuple[Any, ...]) -> list[Any]:
+        try:
+            return runner.run(args)
+        except Exception as err:
+            raise VerificationError(
+                f"ONNX Runtime fails on input shape(s) {_shapes(args)}: {first_line(err)}"
+            ) from None
+
+    points = ["min", "opt", "max"]
+    if loaded.module is None:
+        progress("no PyTorch reference (ONNX model): running it at the profile's min/opt/max shapes")
+        covered = []
+        for point in points:
+            args = sample(point)
+            run_onnx(args)
+            covered.append([list(a.shape) for a in args])
+        return VerifyReport(
+            samples=len(points),
+            max_abs_error=0.0,
+            max_rel_error=0.0,
+            branches=list(export.branches),
+            warnings=["ONNX model: no PyTorch reference to compare with; checked that it loads and runs"],
+            passed=True,
+            shapes=covered,
+        )
+
+    module = loaded.module
+    names = runner.output_names
+    max_abs = max_rel = 0.0
+    covered = []
+    progress(f"comparing PyTorch and ONNX Runtime on {settings.samples} random inputs")
+    for i in range(settings.samples):
+        args = sample(points[i] if i < len(points) else "random")
+        covered.append([list(a.shape) for a in args])
+        result = compare(
+            names, run_reference(module, args), run_onnx(args), rtol=settings.rtol, atol=settings.atol
+        )
+        max_abs, max_rel = max(max_abs, result.max_abs), max(max_rel, result.max_rel)
+        if not result.ok:
+            raise VerificationError(
+                f"ONNX output `{result.output}` differs from PyTorch on random input {_shapes(args)}: "
+                f"max abs diff {result.max_abs:.3g} exceeds atol {settings.atol:g} + rtol {settings.rtol:g}",
+                details=[f"sample {i}", f"max rel diff {result.max_rel:.3g}"],
+            )
+
+    branches = [dataclasses.replace(b) for b in export.branches]
+    warnings: list[str] = []
+    tried = 0
+    if branches:
+        tried = _search(spec, module, runner, branches, progress)
+    report = VerifyReport(
+        samples=settings.samples,
+        max_abs_error=max_abs,
+        max_rel_error=max_rel,
+        branches=branches,
+        warnings=warnings,
+        passed=True,
+        probes=tried,
+        shapes=covered,
+    )
+    flips = [b for b in branches if b.verdict == "frozen-flips"]
+    if flips:
+        report.passed = False
+        first = flips[0]
+        raise VerificationError(
+            f"control flow frozen by tracing at {first.describe()} — {first.witness}; fix: {CONTROL_FLOW_FIXES}",
+            details=[f"{b.describe()}: {b.witness}" for b in flips],
+            report=report,
+        )
+    frozen = [b for b in branches if b.verdict == "frozen-constant"]
+    for b in frozen:
+        warnings.append(
+            f"branch at {b.describe()} is frozen by tracing (the trace kept `{b.kept}`); no input tried "
+            f"({tried}, across the dynamic shapes) takes the other branch, so the ONNX agrees with PyTorch "
+            f"here, but it ignores that branch; fix: {CONTROL_FLOW_FIXES}"
+        )
+    if frozen and settings.control_flow == ControlFlowPolicy.STRICT:
+        report.passed = False
+        first = frozen[0]
+        raise VerificationError(
+            f"control flow frozen by tracing at {first.describe()} (the trace kept `{first.kept}`; no input "
+            f"found that takes the other branch) and spec.export.verify.controlFlow is strict; "
+            f"fix: {CONTROL_FLOW_FIXES}",
+            details=warnings,
+            report=report,
+        )
+    return report
+
+
+def _search(
+    spec: ModelEngineSpec,
+    module: Any,
+    runner: OnnxRunner,
+    branches: list[BranchReport],
+    progress: Callable[[str], None],
+) -> int:
+    """Probe for inputs that flip frozen branches; update verdicts in place; return probes tried."""
+    settings = spec.export.verify
+    frozen = {
+        Site(b.file, b.line): b
+        for b in branches
+        if b.verdict == "frozen-constant" and b.file is not None and b.line is not None
+    }
+    unlocated = [b for b in branches if b.verdict == "frozen-constant" and (b.file is None or b.line is None)]
+    recorder = BranchRecorder(list(frozen))
+    if frozen:
+        progress(
+            f"searching for inputs that take the other side of {', '.join(b.location for b in frozen.values())}"
+        )
+    tried = 0
+    generic: tuple[Probe, Comparison] | None = None
+    # Kept branches (ONNX If) only need a check that the If really switches: the fixed
+    # probes at the largest shape; frozen ones get the full search.
+    points = ("min", "opt", "max") if frozen or unlocated else ("max",)
+    random_count = 8 if frozen or unlocated else 0
+    for probe in probes(spec.export.inputs, points=points, random_count=random_count):
+        tried += 1
+        try:
+            import torch
+
+            with torch.no_grad():
+                out, taken = recorder.run(module, *probe.args)
+            from modelengine.export.exporter import flatten_outputs
+            from modelengine.verify.compare import to_numpy
+
+            reference = [to_numpy(t) for t in flatten_outputs(out)]
+        except Exception:
+            continue  # the model itself rejects this input (e.g. an index out of range): not a finding
+        got = runner.run(probe.args)
+        result = compare(
+            runner.output_names, reference, got, rtol=settings.rtol, atol=settings.atol, normwise=True
+        )
+        flipped = [
+            site
+            for site, report in frozen.items()
+            if report.verdict == "frozen-constant"
+            and report.kept in ("then", "else")
+            and taken.get(site) in ("then", "else")
+            and taken[site] != report.kept
+        ]
+        if not result.ok:
+            culprits = flipped or [s for s, r in frozen.items() if r.kept == "unknown"]
+            if culprits or unlocated:
+                for site in culprits:
+                    report = frozen[site]
+                    report.verdict = "frozen-flips"
+                    report.witness = (
+                        f"input {probe.describe(spec.export.inputs)} takes `{taken.get(site, 'unknown')}` "
+                        f"(the trace kept `{report.kept}`) and the ONNX output diverges "
+                        f"(max abs diff {result.max_abs:.3g})"
+                    )
+                for report in unlocated if not culprits else []:
+                    report.verdict = "frozen-flips"
+                    report.witness = (
+                        f"input {probe.describe(spec.export.inputs)} makes the ONNX output diverge "
+                        f"(max abs diff {result.max_abs:.3g})"
+                    )
+            elif generic is None:
+                generic = (probe, result)
+        if frozen and all(r.verdict == "frozen-flips" for r in frozen.values()):
+            break
+    if generic is not None and not any(b.verdict == "frozen-flips" for b in branches):
+        probe, result = generic
+        raise VerificationError(
+            f"ONNX output `{result.output}` differs from PyTorch on input {probe.describe(spec.export.inputs)}: "
+            f"max abs diff {result.max_abs:.3g} (no traced branch flips there)"
+        )
+    return tried
