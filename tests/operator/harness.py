@@ -142,7 +142,7 @@ class FakeCluster:
         return None
 
     def requests(self) -> list[Any]:
-        return list(self.kmock.requests)
+        return list(self.kmock)  # a KMock view iterates over the requests it saw
 
 
 def kube_client(kubeconfig: Path) -> Any:
@@ -223,12 +223,19 @@ class OperatorThread:
         self.api.close()
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 60, interval: float = 0.1, what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 60,
+    interval: float = 0.1,
+    what: str = "condition",
+    show: Callable[[], Any] | None = None,
+) -> T:
     deadline = time.monotonic() + timeout
     last: T = predicate()
     while not last:
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = f"; last seen: {show()}" if show is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         time.sleep(interval)
         last = predicate()
     return last

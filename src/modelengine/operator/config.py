@@ -37,6 +37,7 @@ class OperatorConfig:
     builder_memory: str = "8Gi"
     identity: str = "modelengine-operator"
     workers: int = 8
+    status_interval_seconds: float = 5.0  # at most one progress-only status write per interval
     retry_seconds: float = 2.0
     max_retry_seconds: float = 60.0
 

@@ -94,6 +94,8 @@ class Controller:
         self._dirty: set[Key] = set()
         self._failures_in_row: dict[Key, int] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._last_write: dict[Key, float] = {}
+        self._deferred: set[Key] = set()
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -321,7 +323,10 @@ class Controller:
                 if manifest is None:
                     return self._failed(base, name, "the builder succeeded but published no manifest")
                 self._count_finished((key[0], name), target.name, manifest.build_seconds, ok=True)
-                return _ready(base, manifest, store, job_name=name, cached=False)
+                ours = ((job.get("metadata") or {}).get("labels") or {}).get(jobspec.LABEL_NAME) == key[1][:63]
+                if not ours:
+                    self.metrics.cache_hits.inc()  # built for another ModelEngine: a cache hit here
+                return _ready(base, manifest, store, job_name=name if ours else None, cached=not ours)
             reason = await self._failure_reason(key[0], job)
             self._count_finished((key[0], name), target.name, None, ok=False)
             return self._failed(base, name, reason)
@@ -511,6 +516,16 @@ class Controller:
         current = body.get("status") or {}
         if not differs(current, desired):
             return
+        loop = asyncio.get_running_loop()
+        if current.get("phase") == desired["phase"] and current.get("observedGeneration") == desired["observedGeneration"]:
+            # Progress only (one of several builds finished): batch it with what follows.
+            due = self._last_write.get(key, 0.0) + self.config.status_interval_seconds
+            if loop.time() < due:
+                if key not in self._deferred:
+                    self._deferred.add(key)
+                    loop.call_later(due - loop.time(), self._undefer, key)
+                return
+        self._last_write[key] = loop.time()
         version = await self.api.patch_status(key[0], key[1], desired)
         body["status"] = {k: v for k, v in desired.items() if v is not None}
         if version is not None:
@@ -518,6 +533,10 @@ class Controller:
         old, new = current.get("phase"), desired["phase"]
         if old != new:
             self._announce(body, old, desired)
+
+    def _undefer(self, key: Key) -> None:
+        self._deferred.discard(key)
+        self.enqueue(key)
 
     def _announce(self, body: dict[str, Any], old: str | None, status: dict[str, Any]) -> None:
         phase = status["phase"]
@@ -545,6 +564,7 @@ class Controller:
         self._plans[key] = build_keys
 
     def _forget(self, key: Key) -> None:
+        self._last_write.pop(key, None)
         self._set_plan(key, set())
         self._plans.pop(key, None)
         self._queued.pop(key, None)

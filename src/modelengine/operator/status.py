@@ -89,7 +89,7 @@ def desired_status(
     ]
     ready_msg = f"{ready}/{len(engines)} engines ready"
     build_msg = ", ".join(f"{e['target']} ({e['phase']})" for e in building)
-    fail_msg = "; ".join(f"{e['target']}: {e.get('reason') or 'build failed'}" for e in failed)
+    fail_msg = "; ".join(_failure_line(e) for e in failed)
     if not engines:
         fail_msg = "; ".join(skipped)
     return {
@@ -113,6 +113,12 @@ def desired_status(
         ],
         "message": "; ".join(notes) or None,
     }
+
+
+def _failure_line(engine: dict[str, Any]) -> str:
+    reason = engine.get("reason") or "build failed"
+    prefix = f"{engine['target']}: "
+    return reason if reason.startswith(prefix) else prefix + reason
 
 
 def strip_volatile(status: dict[str, Any]) -> dict[str, Any]:
