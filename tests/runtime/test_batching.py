@@ -103,29 +103,36 @@ async def test_batch_is_capped_at_max_batch() -> None:
     await batcher.close()
 
 
-def test_graceful_shutdown_finishes_queued_requests(
+def test_graceful_shutdown_finishes_in_flight_requests(
     published: Published, start: Callable[..., ServerThread]
 ) -> None:
     release(published.store, [release_entry(published.store, published.a)])
-    # a long batching delay keeps requests queued while the server is told to stop
-    server = start(store_uri=published.uri, max_delay_ms=1500.0, instances=1, max_batch_size=64)
+    server = start(store_uri=published.uri, instances=1)
     server.wait_ready()
+    # Hold the single inference thread busy so requests stay in flight deterministically.
+    held = threading.Event()
+    blocker = server.server.plane.pool.submit(held.wait, 30)
     body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": [1.0] * 8}]})
     url = server.url + "/v2/models/mlp/infer"
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(http, url, body.encode()) for _ in range(8)]
 
-        async def queued() -> int:
+        async def pending() -> int:
             active = server.server.plane.active
             assert active is not None and active.batcher is not None
             return active.batcher.pending
 
-        while server.call(queued()) < 8:
+        while server.call(pending()) < 8:
             threading.Event().wait(0.01)
-        server.call(server.server.stop())
+        stopping = asyncio.run_coroutine_threadsafe(server.server.stop(), server.loop)
+        while server.server.plane.ready()[0]:
+            threading.Event().wait(0.01)
+        assert not stopping.done()  # waiting for the 8 requests
+        held.set()
+        stopping.result(30)
         statuses = [f.result(timeout=30)[0] for f in futures]
+    blocker.result(5)
     assert statuses == [200] * 8
-    status, _ = (0, None)
     try:
         status, _ = http(server.url + "/v2/health/live")
     except OSError:

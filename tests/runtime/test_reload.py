@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from modelengine.runtime.reload import ReleaseWatcher
+
 from .conftest import Engines, Published
 from .engines import release, release_entry
 from .harness import ServerThread, http, metric_value
@@ -87,10 +89,11 @@ def test_unchanged_release_does_not_reload(published: Published, start: Callable
     server = start(store_uri=published.uri, poll_seconds=0.02)
     server.wait_ready()
     watcher = server.server.source
+    assert isinstance(watcher, ReleaseWatcher)
     for _ in range(5):
-        server.call(watcher.refresh())  # type: ignore[union-attr]
+        server.call(watcher.refresh())
     # a rewrite with a new generation but the same engine keeps the loaded one
     release(published.store, [release_entry(published.store, published.a)], generation=7)
-    server.call(watcher.refresh())  # type: ignore[union-attr]
+    server.call(watcher.refresh())
     assert watcher.loads == 1
     assert server.get("/v2/health/ready")[1]["release_generation"] == 7

@@ -5,8 +5,10 @@ in the data plane's thread pool). The collector waits for a free instance first,
 takes the oldest request and adds every queued request of the same *shape key* (names,
 dtypes and non-batch dimensions of all inputs) until the batch holds `max_batch` rows or
 `max_delay` has passed since the oldest request arrived. While all instances are busy,
-requests pile up in the queue, so under load batches grow by themselves and the delay is
-rarely waited out; a lone request waits at most `max_delay`.
+requests pile up in the queue, so under load batches grow by themselves. The delay is
+only waited out while another batch is executing (more requests are then on their way);
+on an idle server a lone request runs at once, so batching costs a single client no
+latency (Triton's dynamic batcher always waits its queue delay).
 
 Requests are validated before they are queued (the data plane calls the engine's
 `check_inputs`), so one bad request can never poison a batch. Requests with another shape
@@ -71,6 +73,7 @@ class Batcher:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._held: collections.deque[_Pending] = collections.deque()
         self._outstanding = 0
+        self._running = 0  # batches executing now
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
@@ -128,7 +131,9 @@ class Batcher:
                     item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
                     remaining = deadline - time.perf_counter()
-                    if remaining <= 0 or self._closing:
+                    # Wait for more only while another batch runs: then more requests are
+                    # on their way. An idle server runs a lone request at once.
+                    if remaining <= 0 or self._closing or self._running == 0:
                         break
                     try:
                         item = await asyncio.wait_for(self._queue.get(), remaining)
@@ -158,6 +163,7 @@ class Batcher:
         return rows
 
     async def _execute(self, batch: list[_Pending], rows: int) -> None:
+        self._running += 1
         now = time.perf_counter()
         for item in batch:
             item.dispatched = now
@@ -179,4 +185,5 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_exception(err)
         finally:
+            self._running -= 1
             self._slots.release()

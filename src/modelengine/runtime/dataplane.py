@@ -136,6 +136,11 @@ class DataPlane:
 
     # ---- state -------------------------------------------------------------------------
     @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The inference threads (`instances` of them)."""
+        return self._pool
+
+    @property
     def active(self) -> ServedModel | None:
         return self._active
 

@@ -9,6 +9,10 @@ given length followed by raw tensor bytes, in the order of the inputs that carry
 `binary_data_size` parameter. Outputs are returned as binary when the request asks for
 it per output (`parameters.binary_data`) or for all (`parameters.binary_data_output`);
 the response then has the same layout and header. BYTES tensors are refused cleanly.
+
+JSON goes through orjson where installed (the runtime extra has it): parsing and writing
+tensors as JSON is most of the cost of a JSON request, and orjson writes numpy arrays
+directly, about 20x faster than `json.dumps(arr.tolist())`.
 """
 
 from __future__ import annotations
@@ -88,48 +92,32 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    if not data or not isinstance(data[0], list):
-        return data
-    out: list[Any] = []
-    stack = [data]
-    # iterative, so a deeply nested body cannot exhaust the recursion limit
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        else:
-            out.append(item)
-    return out
-
-
 def _json_tensor(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> np.ndarray:
-    flat = _flatten(data)
+    """A tensor from JSON `data`: flat or nested lists, strictly numbers (or booleans for BOOL)."""
     count = math.prod(shape)
-    if len(flat) != count:
-        raise BadRequest(f"{where}: {len(flat)} values in 'data' but shape {list(shape)} holds {count}")
-    if dtype == np.bool_:
-        if not all(isinstance(v, bool) for v in flat):
-            raise BadRequest(f"{where}: BOOL data must be true/false")
-    elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
-        bad = next(v for v in flat if not isinstance(v, int | float) or isinstance(v, bool))
-        raise BadRequest(f"{where}: non-numeric value {json.dumps(bad)[:40]} in 'data'")
     try:
-        if dtype.kind in "iu":
-            if not all(isinstance(v, int) for v in flat):
-                raise BadRequest(f"{where}: {v2_datatype(dtype)} data must be integers")
-            arr = np.array(flat, dtype=np.int64 if dtype.kind == "i" else np.uint64)
-            info = np.iinfo(dtype)
-            if arr.size and (arr.min() < info.min or arr.max() > info.max):
-                raise BadRequest(f"{where}: value out of range for {v2_datatype(dtype)}")
-            arr = arr.astype(dtype)
-        else:
-            arr = np.array(flat, dtype=dtype)
-    except OverflowError:
-        raise BadRequest(f"{where}: value out of range for {v2_datatype(dtype)}") from None
-    return arr.reshape(shape)
+        arr = np.array(data)
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest(f"{where}: 'data' is not a regular list of numbers") from None
+    if arr.size != count:
+        raise BadRequest(f"{where}: {arr.size} values in 'data' but shape {list(shape)} holds {count}")
+    if arr.size == 0:
+        return np.zeros(shape, dtype)
+    kind = arr.dtype.kind
+    if dtype == np.bool_:
+        if kind != "b":
+            raise BadRequest(f"{where}: BOOL data must be true/false")
+        return arr.reshape(shape)
+    if kind not in "iuf":
+        what = "booleans" if kind == "b" else "non-numeric values"
+        raise BadRequest(f"{where}: {what} in 'data' of a {v2_datatype(dtype)} tensor")
+    if dtype.kind in "iu":
+        if kind == "f":
+            raise BadRequest(f"{where}: {v2_datatype(dtype)} data must be integers")
+        info = np.iinfo(dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise BadRequest(f"{where}: value out of range for {v2_datatype(dtype)}")
+    return arr.astype(dtype, copy=False).reshape(shape)
 
 
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -145,9 +133,9 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     else:
         header, binary = body, memoryview(b"")
     try:
-        doc = json.loads(header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadRequest(f"malformed JSON request: {err}") from None
+        doc = _loads(header)
+    except (ValueError, RecursionError) as err:
+        raise BadRequest(f"malformed JSON request: {_one_line(err)}") from None
     if not isinstance(doc, dict):
         raise BadRequest("request must be a JSON object")
     params = _params(doc, "request")
@@ -220,6 +208,7 @@ def encode_response(
     """Body of an infer response and, when it carries binary data, the JSON header length."""
     docs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
+    finite = True
     for name, arr, binary in outputs:
         doc: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
         if binary:
@@ -227,12 +216,51 @@ def encode_response(
             doc["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            doc["data"] = arr.ravel().tolist()
+            flat = np.ascontiguousarray(arr).ravel()
+            if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+                finite = False
+            doc["data"] = flat
         docs.append(doc)
     head: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": docs}
     if request_id is not None:
         head["id"] = request_id
-    header = json.dumps(head, separators=(",", ":")).encode()
+    header = _dumps(head, finite=finite)
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _dumps_std(doc: dict[str, Any]) -> bytes:
+    def default(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        raise TypeError(type(value).__name__)
+
+    return json.dumps(doc, separators=(",", ":"), default=default).encode()
+
+
+try:
+    import orjson
+
+    def _loads(raw: bytes) -> Any:
+        return orjson.loads(raw)
+
+    def _dumps(doc: dict[str, Any], *, finite: bool = True) -> bytes:
+        # orjson writes NaN/Infinity as null; the stdlib keeps them (as Triton does)
+        if not finite:
+            return _dumps_std(doc)
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+except ImportError:  # pragma: no cover - orjson is part of the runtime extra
+
+    def _loads(raw: bytes) -> Any:
+        return json.loads(raw)
+
+    def _dumps(doc: dict[str, Any], *, finite: bool = True) -> bytes:
+        del finite
+        return _dumps_std(doc)
