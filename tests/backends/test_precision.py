@@ -74,6 +74,7 @@ def test_resize_scales_stay_float32(resize_onnx: Path, tmp_path: Path) -> None:
     scales = next(i for i in model.graph.initializer if i.name == resize.input[2])
     assert scales.data_type == TensorProto.FLOAT
     assert report.kept_fp32 == ["scales"]
+    assert [i.name for i in model.graph.initializer].count("scales") == 0  # the fp16 original is dropped
     x = np.random.default_rng(3).standard_normal((2, 2, 6, 6)).astype(np.float32)
     (ref,) = run(resize_onnx, {"x": x})
     (got,) = run(out, {"x": x})

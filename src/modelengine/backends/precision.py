@@ -175,13 +175,16 @@ def _convert_graph(graph: onnx.GraphProto, rep: ConversionReport, *, top: bool) 
                 rep.casts += 1
         _convert_node(node, rep)
         new_nodes.append(node)
-    # A Constant whose every use now reads its float32 copy is dead: drop it.
+    # A Constant or initializer whose every use now reads its float32 copy is dead: drop it.
     used = _used_names(new_nodes) | {vo.name for vo in graph.output}
     new_nodes = [
         n for n in new_nodes if not (n.op_type == "Constant" and n.output and n.output[0] not in used)
     ]
     del graph.node[:]
     graph.node.extend(new_nodes)
+    dead = [i for i in graph.initializer if i.name in fp32_copies and i.name not in used]
+    for init in dead:  # likewise an initializer read only at float32-only inputs
+        graph.initializer.remove(init)
 
     for vi in graph.value_info:
         _retype(vi, FLOAT, HALF)
