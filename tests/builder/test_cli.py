@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples/combinednet/modelengine.yaml"
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "modelengine.cli", *args],
         capture_output=True,
@@ -74,7 +76,9 @@ def write_spec(tmp_path: Path, **changes: Any) -> Path:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
-    out = cli("build", "-f", str(EXAMPLE), *(["--store", str(tmp_path)] if "--store" not in args else []), *args)
+    out = cli(
+        "build", "-f", str(EXAMPLE), *(["--store", str(tmp_path)] if "--store" not in args else []), *args
+    )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], out.stderr
@@ -98,13 +102,21 @@ def test_unreadable_model_is_a_clear_failure(tmp_path: Path) -> None:
     out = cli("build", "-f", str(path), "--store", str(tmp_path / "s"), "--target", "cpu")
     assert out.returncode != 0
     assert "broken.onnx" in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "s" / "engines").exists() or not any((tmp_path / "s" / "engines").rglob("manifest.json"))
+    assert not (tmp_path / "s" / "engines").exists() or not any(
+        (tmp_path / "s" / "engines").rglob("manifest.json")
+    )
 
 
-def test_builder_job_entry_point_writes_the_termination_summary(tmp_path: Path, s3_env: dict[str, Any]) -> None:
+def test_builder_job_entry_point_writes_the_termination_summary(
+    tmp_path: Path, s3_env: dict[str, Any]
+) -> None:
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["spec"]["model"]["source"] = EXAMPLE.parent.as_uri()
-    doc["spec"]["storage"] = {"uri": s3_env["uri"], "endpointUrl": s3_env["endpoint_url"], "secretRef": {"name": "s3"}}
+    doc["spec"]["storage"] = {
+        "uri": s3_env["uri"],
+        "endpointUrl": s3_env["endpoint_url"],
+        "secretRef": {"name": "s3"},
+    }
     term = tmp_path / "termination-log"
     env = {
         "MODELENGINE_RESOURCE": json.dumps(doc),

@@ -22,7 +22,7 @@ from modelengine.store.publish import read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples/combinednet/modelengine.yaml"
-SIGNED = ROOT / "examples/combinednet/signed-traced.yaml"
+SIGNED = ROOT / "examples/combinednet/modelengine-signed.yaml"
 
 
 def example(store_uri: str, targets: list[Target], path: Path = EXAMPLE, **storage: Any) -> ModelEngine:
@@ -62,7 +62,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with Pipeline(me, store=open_store(store_dir.as_uri()), reporter=reporter, backend_factory=backends) as p:
         outcomes = p.run(targets)
         stages = [s.name for s in p.timings.stages if not s.cached]
-    return {"me": me, "store": store_dir, "outcomes": outcomes, "builds": backends.builds, "stages": stages, "reporter": reporter}
+    return {
+        "me": me,
+        "store": store_dir,
+        "outcomes": outcomes,
+        "builds": backends.builds,
+        "stages": stages,
+        "reporter": reporter,
+    }
 
 
 def test_builds_cpu_and_rtx_engines_with_manifests(built: dict[str, Any]) -> None:
@@ -86,7 +93,9 @@ def test_builds_cpu_and_rtx_engines_with_manifests(built: dict[str, Any]) -> Non
 def test_second_identical_build_does_no_work(built: dict[str, Any]) -> None:
     me: ModelEngine = built["me"]
     backends = CountingBackends()
-    with Pipeline(me, store=open_store(built["store"].as_uri()), reporter=RecordingReporter(), backend_factory=backends) as p:
+    with Pipeline(
+        me, store=open_store(built["store"].as_uri()), reporter=RecordingReporter(), backend_factory=backends
+    ) as p:
         outcomes = p.run(resolve_targets(me.spec, []).targets)
         stages = {s.name for s in p.timings.stages}
     assert all(o.phase == "Ready" and o.cached for o in outcomes)

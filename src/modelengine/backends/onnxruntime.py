@@ -120,6 +120,13 @@ class OnnxRuntimeBackend(Backend):
         if not out.is_file():
             raise BackendError("onnxruntime did not write the optimized model")
         inputs, outputs = session_io(session)
+        profiles = {t.name: t for t in options.inputs}
+        inputs = [
+            t.model_copy(update={"min": p.min, "opt": p.opt, "max": p.max})
+            if (p := profiles.get(t.name))
+            else t
+            for t in inputs
+        ]
         return BuildResult(engine_path=out, inputs=inputs, outputs=outputs)
 
     def _load_impl(self, engine_path: Path, *, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> Engine:

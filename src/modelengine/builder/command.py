@@ -107,7 +107,10 @@ def prepare(args: argparse.Namespace) -> tuple[ModelEngine, list[ResolvedTarget]
         skipped.append("auto: no GPU kinds given (use --gpu-kind PRODUCT=CC; there is no cluster to ask)")
     if not resolution.targets:
         raise BuildInputError("nothing to build: " + ("; ".join(skipped) or "no targets"))
-    store = open_store(storage.uri, endpoint_url=storage.endpoint_url, region=storage.region)
+    try:
+        store = open_store(storage.uri, endpoint_url=storage.endpoint_url, region=storage.region)
+    except StoreError as err:
+        raise BuildInputError(str(err)) from None
     return me, resolution.targets, skipped, store
 
 

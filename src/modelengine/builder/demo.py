@@ -71,6 +71,11 @@ def _get(url: str) -> dict[str, Any]:
         return dict(json.loads(err.read() or b"{}"))
 
 
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
 async def _serve_and_ask(store_uri: str, namespace: str, name: str, batch: np.ndarray) -> dict[str, Any]:
     from modelengine.runtime.server import ServerConfig, start_server
 
@@ -100,10 +105,7 @@ async def _serve_and_ask(store_uri: str, namespace: str, name: str, batch: np.nd
             ]
         }
         status, answer, ms = await asyncio.to_thread(_post, f"{server.url}/v2/models/{name}/infer", body)
-        metrics_text = ""
-        if server.metrics_url:
-            with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
-                metrics_text = resp.read().decode()
+        metrics_text = await asyncio.to_thread(_get_text, server.metrics_url) if server.metrics_url else ""
         return {
             "url": server.url,
             "ready": ready,
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     diff = float(np.max(np.abs(got - want)))
     print(
         f"POST /v2/models/{name}/infer → HTTP {result['status']} in {result['ms']:.1f} ms: "
-        f"output {out['name']} {out['datatype']} {out['shape']}, first values {np.round(got.ravel()[:4], 4).tolist()}"
+        f"output {out['name']} {out['datatype']} {out['shape']}, first values {', '.join(f'{v:.4f}' for v in got.ravel()[:4])}"
     )
     print(f"max |server - ONNX reference| = {diff:.2e}")
     requests = [

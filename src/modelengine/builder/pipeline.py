@@ -252,7 +252,10 @@ class Pipeline:
                 if self.spec.model.format is not ModelFormat.ONNX
                 else "ONNX model checked in ONNX Runtime"
             )
-        warnings = list(dict.fromkeys([*result.warnings, *report.warnings]))
+        # Verification restates the exporter's branch warnings with its verdict; keep its version.
+        located = [b.location for b in report.branches]
+        export_only = [w for w in result.warnings if not any(loc in w for loc in located)]
+        warnings = list(dict.fromkeys([*export_only, *report.warnings]))
         for w in warnings:
             self.reporter.warn(w)
         files = [result.onnx_path.name] + [f.name for f in result.files if f.name != result.onnx_path.name]
@@ -314,7 +317,9 @@ class Pipeline:
             size = result.engine_path.stat().st_size
             t.detail = f"{target.name}: {size / 1e6:.2f} MB engine"
         with self.timings.measure("validate", self.reporter, target.name) as t:
-            figures = self._validate(backend, result.engine_path, onnx_path, result.inputs)
+            figures = self._validate(
+                backend, result.engine_path, onnx_path, with_profiles(result.inputs, record.inputs)
+            )
             t.detail = (
                 f"max abs error {figures.max_abs_error:.2e} (tolerance {figures.atol:g})"
                 if figures.ran
@@ -329,7 +334,7 @@ class Pipeline:
             target=EngineTarget(compute_capability=target.compute_capability, product=target.product),
             hardware_compatibility=self.spec.build.hardware_compatibility,
             precision=self.spec.build.precision.value,
-            inputs=result.inputs or record.inputs,
+            inputs=with_profiles(result.inputs, record.inputs),
             outputs=result.outputs or record.outputs,
             engine_file=backend.engine_file,
             sha256="",
@@ -416,6 +421,20 @@ class Pipeline:
                 if err.stage in ("load", "export", "verify"):
                     shared_failure = err
         return outcomes
+
+
+def with_profiles(built: list[TensorInfo], exported: list[TensorInfo]) -> list[TensorInfo]:
+    """The engine's inputs, with the spec's min/opt/max where the backend did not report them."""
+    if not built:
+        return exported
+    by_name = {t.name: t for t in exported}
+    out = []
+    for t in built:
+        ref = by_name.get(t.name)
+        if t.min is None and ref is not None:
+            t = t.model_copy(update={"min": ref.min, "opt": ref.opt, "max": ref.max})
+        out.append(t)
+    return out
 
 
 def _first_line(err: BaseException) -> str:
