@@ -19,6 +19,7 @@ import io
 import logging
 import re
 import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ _TORCH_PARTS = ("site-packages", "dist-packages", "/torch/", "<eval_with_key>", 
 
 
 @contextlib.contextmanager
-def quiet_torch() -> Iterator[None]:
-    """Mute torch's loggers and stray prints for the duration of an export."""
+def quiet_torch(*, silence_warnings: bool = True) -> Iterator[None]:
+    """Mute torch's loggers and stray prints (and warnings, unless the caller records
+    them itself) for the duration of an export."""
     loggers = [
         logging.getLogger(name)
         for name in list(logging.root.manager.loggerDict)
@@ -49,7 +51,15 @@ def quiet_torch() -> Iterator[None]:
         h.setLevel(logging.CRITICAL + 1)
     sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        with (
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+            warnings.catch_warnings(),
+        ):
+            # Exporter chatter (deprecations, "no signature found"); TracerWarnings are
+            # recorded by the caller's own catch_warnings, outside this block.
+            if silence_warnings:
+                warnings.simplefilter("ignore")
             yield
     finally:
         for lg, was in saved:

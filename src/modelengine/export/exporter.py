@@ -148,7 +148,7 @@ def _trace(module: Any, args: tuple[Any, ...]) -> tuple[Any, TracerNotes]:
         return module, TracerNotes()
     with capture_tracer_warnings() as notes:
         try:
-            with quiet_torch():
+            with quiet_torch(silence_warnings=False):
                 traced = torch.jit.trace(module, args, check_trace=False)  # type: ignore[no-untyped-call]
         except Exception as err:
             raise ExportError(f"tracing the model failed: {type(err).__name__}: {first_line(err)}") from None

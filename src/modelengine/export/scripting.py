@@ -66,7 +66,21 @@ def script_module(module: Any, what: str = "the model") -> Any:
     try:
         return torch.jit.script(module)
     except Exception as err:
+        _forget_partial_classes()
         raise ExportError(condense_script_error(err, what)) from None
+
+
+def _forget_partial_classes() -> None:
+    # A failed compile leaves half-defined classes in TorchScript's registry; the next
+    # attempt in this process would fail with "Can't redefine method" instead.
+    try:
+        import torch.jit._recursive as recursive
+        from torch.jit._state import _clear_class_state
+
+        _clear_class_state()
+        recursive.concrete_type_store = recursive.ConcreteTypeStore()
+    except Exception:  # private API: best effort
+        pass
 
 
 def script_parts(module: Any, paths: list[str]) -> Any:

@@ -24,7 +24,7 @@ from modelengine.api.models import ControlFlowPolicy, ModelEngineSpec
 from modelengine.export.branches import BranchRecorder, Site
 from modelengine.export.errors import CONTROL_FLOW_FIXES, BranchReport, ExportResult, LoadedModel, first_line
 from modelengine.export.inputs import random_tensor, shapes_at
-from modelengine.verify.compare import Comparison, OnnxRunner, compare, run_reference
+from modelengine.verify.compare import Comparison, OnnxRunner, compare, run_reference, to_numpy
 from modelengine.verify.probes import Probe, probes
 from modelengine.verify.report import VerificationError, VerifyReport
 
@@ -90,14 +90,14 @@ def verify_export(
     module = loaded.module
     names = runner.output_names
     max_abs = max_rel = 0.0
-    covered = []
     progress(f"comparing PyTorch and ONNX Runtime on {settings.samples} random inputs")
-    for i in range(settings.samples):
-        args = sample(points[i] if i < len(points) else "random")
-        covered.append([list(a.shape) for a in args])
-        result = compare(
-            names, run_reference(module, args), run_onnx(args), rtol=settings.rtol, atol=settings.atol
-        )
+    batch = [sample(points[i] if i < len(points) else "random") for i in range(settings.samples)]
+    covered = [[list(a.shape) for a in args] for args in batch]
+    # All PyTorch runs first, then all ONNX Runtime runs: alternating them makes each
+    # side's idle worker threads (OpenMP, ORT) spin against the other on a small machine.
+    references = [run_reference(module, args) for args in batch]
+    for i, (args, reference) in enumerate(zip(batch, references, strict=True)):
+        result = compare(names, reference, run_onnx(args), rtol=settings.rtol, atol=settings.atol)
         max_abs, max_rel = max(max_abs, result.max_abs), max(max_rel, result.max_rel)
         if not result.ok:
             raise VerificationError(
@@ -134,8 +134,8 @@ def verify_export(
     for b in frozen:
         warnings.append(
             f"branch at {b.describe()} is frozen by tracing (the trace kept `{b.kept}`); no input tried "
-            f"({tried}, across the dynamic shapes) takes the other branch, so the ONNX agrees with PyTorch "
-            f"here, but it ignores that branch; fix: {CONTROL_FLOW_FIXES}"
+            f"({tried}, across the dynamic shapes) takes the other branch with a different result, so the "
+            f"ONNX agrees with PyTorch here, but it ignores that branch; fix: {CONTROL_FLOW_FIXES}"
         )
     if frozen and settings.control_flow == ControlFlowPolicy.STRICT:
         report.passed = False
@@ -165,34 +165,39 @@ def _search(
         if b.verdict == "frozen-constant" and b.file is not None and b.line is not None
     }
     unlocated = [b for b in branches if b.verdict == "frozen-constant" and (b.file is None or b.line is None)]
+    import torch
+
+    from modelengine.export.exporter import flatten_outputs
+
     recorder = BranchRecorder(list(frozen))
     if frozen:
         progress(
             f"searching for inputs that take the other side of {', '.join(b.location for b in frozen.values())}"
         )
-    tried = 0
     generic: tuple[Probe, Comparison] | None = None
     # Kept branches (ONNX If) only need a check that the If really switches: the fixed
     # probes at the largest shape; frozen ones get the full search.
     points = ("min", "opt", "max") if frozen or unlocated else ("max",)
-    random_count = 8 if frozen or unlocated else 0
-    for probe in probes(spec.export.inputs, points=points, random_count=random_count):
-        tried += 1
+    random_count = 6 if frozen or unlocated else 0
+    candidates = list(probes(spec.export.inputs, points=points, random_count=random_count))
+    observed: list[tuple[Probe, list[Any]]] = []
+    for probe in candidates:  # PyTorch side first (see verify_export)
         try:
-            import torch
-
             with torch.no_grad():
-                out, taken = recorder.run(module, *probe.args)
-            from modelengine.export.exporter import flatten_outputs
-            from modelengine.verify.compare import to_numpy
-
-            reference = [to_numpy(t) for t in flatten_outputs(out)]
+                observed.append((probe, [to_numpy(t) for t in flatten_outputs(module(*probe.args))]))
         except Exception:
             continue  # the model itself rejects this input (e.g. an index out of range): not a finding
+    for probe, reference in observed:
         got = runner.run(probe.args)
         result = compare(
             runner.output_names, reference, got, rtol=settings.rtol, atol=settings.atol, normwise=True
         )
+        if result.ok:
+            continue
+        # Only a diverging probe needs to know which way each branch went (tracing the
+        # eager run line by line costs more than the run itself).
+        with torch.no_grad():
+            _, taken = recorder.run(module, *probe.args)
         flipped = [
             site
             for site, report in frozen.items()
@@ -201,25 +206,24 @@ def _search(
             and taken.get(site) in ("then", "else")
             and taken[site] != report.kept
         ]
-        if not result.ok:
-            culprits = flipped or [s for s, r in frozen.items() if r.kept == "unknown"]
-            if culprits or unlocated:
-                for site in culprits:
-                    report = frozen[site]
-                    report.verdict = "frozen-flips"
-                    report.witness = (
-                        f"input {probe.describe(spec.export.inputs)} takes `{taken.get(site, 'unknown')}` "
-                        f"(the trace kept `{report.kept}`) and the ONNX output diverges "
-                        f"(max abs diff {result.max_abs:.3g})"
-                    )
-                for report in unlocated if not culprits else []:
-                    report.verdict = "frozen-flips"
-                    report.witness = (
-                        f"input {probe.describe(spec.export.inputs)} makes the ONNX output diverge "
-                        f"(max abs diff {result.max_abs:.3g})"
-                    )
-            elif generic is None:
-                generic = (probe, result)
+        culprits = flipped or [s for s, r in frozen.items() if r.kept == "unknown"]
+        if culprits or unlocated:
+            for site in culprits:
+                report = frozen[site]
+                report.verdict = "frozen-flips"
+                report.witness = (
+                    f"input {probe.describe(spec.export.inputs)} takes `{taken.get(site, 'unknown')}` "
+                    f"(the trace kept `{report.kept}`) and the ONNX output diverges "
+                    f"(max abs diff {result.max_abs:.3g})"
+                )
+            for report in unlocated if not culprits else []:
+                report.verdict = "frozen-flips"
+                report.witness = (
+                    f"input {probe.describe(spec.export.inputs)} makes the ONNX output diverge "
+                    f"(max abs diff {result.max_abs:.3g})"
+                )
+        elif generic is None:
+            generic = (probe, result)
         if frozen and all(r.verdict == "frozen-flips" for r in frozen.values()):
             break
     if generic is not None and not any(b.verdict == "frozen-flips" for b in branches):
@@ -228,4 +232,4 @@ def _search(
             f"ONNX output `{result.output}` differs from PyTorch on input {probe.describe(spec.export.inputs)}: "
             f"max abs diff {result.max_abs:.3g} (no traced branch flips there)"
         )
-    return tried
+    return len(observed)

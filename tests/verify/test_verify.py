@@ -1,0 +1,131 @@
+"""Verification pieces on their own: the branch recorder, the comparison rules, ONNX-only
+models, and a genuinely wrong ONNX caught without any branch involved."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modelengine.export import export_onnx, load_model
+from modelengine.export.branches import BranchRecorder, Site, capture_tracer_warnings
+from modelengine.verify import VerificationError, verify_export
+from modelengine.verify.compare import compare
+from tests.export.helpers import RESNET, exported, make_spec, work_dir
+
+GATES = """
+import torch
+
+
+def gate(x):
+    if x.sum() > 0:
+        y = x * 2
+    else:
+        y = x - 1
+    return y
+
+
+def gate_no_else(x):
+    y = x
+    if (x.max() > 5 and
+            x.min() < 0):
+        y = -x
+    return y
+"""
+
+
+@pytest.fixture(scope="module")
+def gates(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    import importlib.util
+
+    path = tmp_path_factory.mktemp("gates") / "gates_mod.py"
+    path.write_text(textwrap.dedent(GATES))
+    spec = importlib.util.spec_from_file_location("gates_mod", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, path
+
+
+def test_recorder_sees_which_branch_runs(gates: tuple[object, Path]) -> None:
+    module, path = gates
+    site = Site(str(path), 6)
+    recorder = BranchRecorder([site])
+    out, taken = recorder.run(module.gate, torch.ones(3))  # type: ignore[attr-defined]
+    assert taken == {site: "then"} and torch.equal(out, torch.full((3,), 2.0))
+    _, taken = recorder.run(module.gate, -torch.ones(3))  # type: ignore[attr-defined]
+    assert taken == {site: "else"}
+
+
+def test_recorder_multi_line_condition_without_else(gates: tuple[object, Path]) -> None:
+    module, path = gates
+    site = Site(str(path), 15)  # the second line of the condition
+    recorder = BranchRecorder([site])
+    _, taken = recorder.run(module.gate_no_else, torch.tensor([-1.0, 9.0]))  # type: ignore[attr-defined]
+    assert taken == {site: "then"}
+    _, taken = recorder.run(module.gate_no_else, torch.tensor([1.0, 2.0]))  # type: ignore[attr-defined]
+    assert taken == {site: "else"}
+
+
+def test_tracer_warnings_name_the_line(gates: tuple[object, Path]) -> None:
+    module, path = gates
+    with capture_tracer_warnings() as notes:
+        torch.jit.trace(module.gate, (torch.ones(3),))  # type: ignore[attr-defined,no-untyped-call]
+    assert notes.bool_sites == [Site(str(path.resolve()), 6)]
+    assert notes.bool_sites[0].code == "if x.sum() > 0:"
+
+
+def test_compare_rules() -> None:
+    ref = np.array([1000.0, 0.001], dtype=np.float32)
+    noisy = ref + np.array([0.05, 0.0002], dtype=np.float32)
+    # elementwise: 0.0002 off a value of 0.001 is beyond atol 1e-4 + rtol 1e-3 * 0.001
+    assert not compare(["y"], [ref], [noisy], rtol=1e-3, atol=1e-4).ok
+    # normwise: both are small next to the output's scale (1000)
+    assert compare(["y"], [ref], [noisy], rtol=1e-3, atol=1e-4, normwise=True).ok
+    assert not compare(["y"], [ref], [-ref], rtol=1e-3, atol=1e-4, normwise=True).ok
+    nan = np.array([np.nan, 1.0])
+    assert compare(["y"], [nan], [nan.copy()], rtol=0, atol=0).ok
+    assert not compare(["y"], [nan], [np.array([1.0, 1.0])], rtol=0, atol=0).ok
+    assert not compare(["y"], [np.zeros((2, 3))], [np.zeros((3, 2))], rtol=0, atol=0).ok
+
+
+def test_onnx_model_is_run_on_the_profile_shapes() -> None:
+    source = exported("resnet:resnet18", "trace", source=RESNET, outputs=["logits"]).result.onnx_path
+    spec = make_spec(source=source, fmt="onnx", outputs=["logits"])
+    loaded = load_model(spec.model, source_path=source)
+    result = export_onnx(spec, loaded, out_dir=work_dir("verify-onnx-only"))
+    report = verify_export(spec, loaded, result)
+    assert report.passed and report.samples == 3
+    assert [s[0][0] for s in report.shapes] == [1, 4, 16]
+    assert "no PyTorch reference" in report.warnings[0]
+
+
+def test_wrong_onnx_is_caught_on_random_samples() -> None:
+    """An ONNX that is not the model (a tampered or stale file) fails on the samples."""
+    good = exported("combinednet:mixed", "mixed", script_modules=["gate"])
+    other = exported("combinednet:cond", "dynamo")  # same I/O, and the same weights...
+    folder = work_dir("verify-wrong")
+    for f in other.result.files:
+        shutil.copy(f, folder / f.name)
+    from modelengine.export import ExportResult
+
+    with torch.no_grad():  # ...so make the PyTorch side differ: another seed's weights
+        module = good.loaded.module
+        assert module is not None
+        for p in module.parameters():
+            p.add_(0.05)
+    try:
+        swapped = ExportResult(**{**good.result.__dict__, "onnx_path": folder / "model.onnx", "branches": []})
+        with pytest.raises(
+            VerificationError,
+            match=r"^ONNX output `output` differs from PyTorch on random input \[1, 3, 32, 32\]",
+        ):
+            verify_export(good.spec, good.loaded, swapped)
+    finally:
+        with torch.no_grad():
+            for p in module.parameters():
+                p.sub_(0.05)
