@@ -37,6 +37,7 @@ class TensorIOMode(_Enum):
     OUTPUT: ClassVar[TensorIOMode]
 
 class HardwareCompatibilityLevel(_Enum):
+    __members__: ClassVar[dict[str, HardwareCompatibilityLevel]]  # type: ignore[assignment]
     NONE: ClassVar[HardwareCompatibilityLevel]
     AMPERE_PLUS: ClassVar[HardwareCompatibilityLevel]
     SAME_COMPUTE_CAPABILITY: ClassVar[HardwareCompatibilityLevel]

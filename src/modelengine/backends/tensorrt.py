@@ -198,7 +198,12 @@ class TensorRTBackend(Backend):
             config.set_flag(trt.BuilderFlag.__members__[flag])
         for flag in cleared:
             config.clear_flag(trt.BuilderFlag.__members__[flag])
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, hw_level)
+        level = trt.HardwareCompatibilityLevel.__members__.get(hw_level)
+        if level is None:  # SAME_COMPUTE_CAPABILITY is newer than TensorRT 10.0
+            raise BackendError(
+                f"tensorrt {trt.__version__} has no hardware-compatibility level {options.hardware_compatibility}"
+            )
+        config.hardware_compatibility_level = level
         cache = config.create_timing_cache(timing_cache or b"")
         if not config.set_timing_cache(cache, False):
             progress("the timing cache given does not fit this TensorRT/GPU; building without it")
