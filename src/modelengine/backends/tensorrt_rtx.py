@@ -81,9 +81,9 @@ def supported_capabilities() -> list[str]:
 
 def compute_capability(cc: str | None) -> trt_t.ComputeCapability:
     """The `ComputeCapability` member for "8.9"; one-line BackendError when unsupported."""
+    supported = supported_capabilities()  # raises BackendUnavailable without the library
     import tensorrt_rtx as trt
 
-    supported = supported_capabilities()
     if cc is None:
         raise BackendError("tensorrt-rtx engines need a GPU target (a compute capability), not cpu")
     if cc not in supported:
