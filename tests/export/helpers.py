@@ -121,13 +121,19 @@ def exported(
     return _CACHE[key]
 
 
-def gate_line(cls_name: str) -> int:
-    """Line number of the `if x.mean() > 0:` gate inside a CombinedNet class's forward."""
+def example_module(folder: Path, name: str) -> Any:
+    """Import an example's module (examples are not a package; typed as Any on purpose)."""
+    import importlib
     import sys
 
-    sys.path.insert(0, str(COMBINEDNET))
-    import combinednet
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return importlib.import_module(name)
 
+
+def gate_line(cls_name: str) -> int:
+    """Line number of the `if x.mean() > 0:` gate inside a CombinedNet class's forward."""
+    combinednet = example_module(COMBINEDNET, "combinednet")
     lines, start = inspect.getsourcelines(getattr(combinednet, cls_name).forward)
     for offset, text in enumerate(lines):
         if text.strip() == "if x.mean() > 0:":

@@ -4,7 +4,6 @@ data), and python factories with safetensors or state_dict weights."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,9 @@ import torch
 
 from modelengine.export import ExportResult, LoadedModel, export_onnx, load_model
 from modelengine.verify import verify_export
-from tests.export.helpers import COMBINEDNET, exported, make_spec, run_onnx, work_dir
+from tests.export.helpers import COMBINEDNET, example_module, exported, make_spec, run_onnx, work_dir
 
-sys.path.insert(0, str(COMBINEDNET))
-import combinednet
+combinednet = example_module(COMBINEDNET, "combinednet")
 
 
 def _x(batch: int) -> torch.Tensor:
@@ -116,7 +114,7 @@ def test_onnx_as_is_with_external_data() -> None:
 
 def _retrained() -> torch.nn.Module:
     """The mixed-variant network with other weights: what a training run would save."""
-    model = combinednet.mixed()
+    model: torch.nn.Module = combinednet.mixed()
     torch.manual_seed(42)
     with torch.no_grad():
         for p in model.parameters():
