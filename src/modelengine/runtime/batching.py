@@ -93,7 +93,13 @@ class Batcher:
         item = _Pending(feeds, batch_rows(feeds), shape_key(feeds), loop.create_future(), time.perf_counter())
         self._outstanding += 1
         self._idle.clear()
-        self._queue.put_nowait(item)
+        if self._running == 0 and self._queue.empty() and not self._held and not self._slots.locked():
+            # Idle engine: run now, skipping the collector's hop (no one to batch with).
+            await self._slots.acquire()
+            self._running += 1  # counted before the first await inside, so followers batch
+            await self._execute([item], item.rows, counted=True)
+        else:
+            self._queue.put_nowait(item)
         try:
             out = await item.future
         finally:
@@ -162,8 +168,9 @@ class Batcher:
         self._held = keep
         return rows
 
-    async def _execute(self, batch: list[_Pending], rows: int) -> None:
-        self._running += 1
+    async def _execute(self, batch: list[_Pending], rows: int, *, counted: bool = False) -> None:
+        if not counted:
+            self._running += 1
         now = time.perf_counter()
         for item in batch:
             item.dispatched = now

@@ -133,6 +133,14 @@ class DataPlane:
         self._detail: dict[str, Any] = {}
         self._closing = False
         self._retiring: set[asyncio.Task[None]] = set()
+        # labelled children resolved once: .labels() per request is measurable on the hot path
+        m = self.metrics
+        self._outcomes = {
+            o: m.requests.labels(model_name, o)
+            for o in ("success", "client_error", "server_error", "not_ready")
+        }
+        self._latency_metric = m.latency.labels(model_name)
+        self._queue_metric = m.queue.labels(model_name)
 
     # ---- state -------------------------------------------------------------------------
     @property
@@ -293,7 +301,7 @@ class DataPlane:
                 request_id=request.id,
                 outputs=picked,
             )
-            self.metrics.queue.labels(self.model_name).observe(queued)
+            self._queue_metric.observe(queued)
             outcome = "success"
             return result
         except BaseException as err:
@@ -303,5 +311,5 @@ class DataPlane:
                 log.error("inference failed", exc_info=err)
             raise
         finally:
-            self.metrics.requests.labels(self.model_name, outcome).inc()
-            self.metrics.latency.labels(self.model_name).observe(time.perf_counter() - start)
+            self._outcomes[outcome].inc()
+            self._latency_metric.observe(time.perf_counter() - start)

@@ -69,6 +69,11 @@ def installed_versions() -> dict[str, str]:
 
 
 def default_backend_factory(name: str) -> Backend:
+    """The registry's backends; ONNX Runtime with serving options (see `ort_serving`)."""
+    if name == BackendName.ONNXRUNTIME.value:
+        from modelengine.runtime.ort_serving import ServingOnnxRuntimeBackend
+
+        return ServingOnnxRuntimeBackend()
     from modelengine.backends.registry import get_backend
 
     return get_backend(name)

@@ -1,0 +1,502 @@
+"""Runtime overhead: a direct engine call vs the same inference through the HTTP server,
+and throughput with dynamic batching off vs on, side by side in one run.
+
+For each model (the seed's CombinedNet on 3x32x32 from examples/, and a ResNet-style net
+on 3x64x64 defined here) the script exports ONNX with a dynamic batch axis, builds the
+ONNX Runtime engine, writes its manifest, and then measures:
+
+- latency (batch 1, sequential): `Engine.infer` in this process (the baseline), then the
+  same input through `modelengine serve` (a separate process, as in a pod) over one
+  keep-alive connection, with a JSON body and with the binary-data extension;
+- throughput (requests/s, batch 1 each) at 1, 8 and 64 concurrent clients (aiohttp,
+  binary), once with `--no-batching` and once with dynamic batching.
+
+Targets (docs/runtime.md): p50 HTTP overhead (binary) <= 0.3 ms over the direct call;
+>= 3x throughput with batching at 64 clients.
+
+    python benchmarks/runtime_overhead.py                    # both models (~2 minutes on 2 cores)
+    python benchmarks/runtime_overhead.py --quick            # smoke run (CombinedNet, short)
+    python benchmarks/runtime_overhead.py --plot docs/runtime-throughput.png --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from modelengine.api.models import BackendName  # noqa: E402
+from modelengine.api.targets import ResolvedTarget  # noqa: E402
+from modelengine.backends.base import BuildOptions, Engine  # noqa: E402
+from modelengine.runtime.ort_serving import ServingOnnxRuntimeBackend  # noqa: E402
+from modelengine.store.manifest import EngineManifest, EngineTarget, TensorInfo  # noqa: E402
+from modelengine.store.open import sha256_file  # noqa: E402
+from modelengine.store.publish import utc_now  # noqa: E402
+
+CONCURRENCY = (1, 8, 64)
+MAX_BATCH = 64
+
+
+# ---- models ------------------------------------------------------------------------------
+def combinednet() -> Any:
+    spec = importlib.util.spec_from_file_location("combinednet", ROOT / "examples/combinednet/combinednet.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.plain()
+
+
+def resnet_style() -> Any:
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = nn.BatchNorm2d(cout)
+            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = nn.BatchNorm2d(cout)
+            self.skip = (
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.b1(self.c1(x)))
+            return torch.relu(self.b2(self.c2(y)) + self.skip(x))
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        Block(32, 32, 1),
+        Block(32, 64, 2),
+        Block(64, 128, 2),
+        Block(128, 128, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, 10),
+    ).eval()
+
+
+def wide_mlp() -> Any:
+    """Weight-heavy (10M parameters): batch 1 is a memory-bound matrix-vector product per
+    layer, batch 64 reuses each weight 64 times. The kind of model CPU batching pays for."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(3 * 32 * 32, 2048),
+        nn.ReLU(),
+        nn.Linear(2048, 2048),
+        nn.ReLU(),
+        nn.Linear(2048, 10),
+    ).eval()
+
+
+MODELS: dict[str, tuple[Any, tuple[int, ...]]] = {
+    "combinednet": (combinednet, (3, 32, 32)),
+    "resnet-style": (resnet_style, (3, 64, 64)),
+    "wide-mlp": (wide_mlp, (3, 32, 32)),
+}
+
+
+def build_engine(name: str, work: Path) -> tuple[Path, Engine, tuple[int, ...]]:
+    """Export + ORT build + manifest.json; returns (manifest path, loaded engine, sample shape)."""
+    import torch
+
+    factory, sample = MODELS[name]
+    model = factory()
+    onnx = work / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, *sample),),
+            str(onnx),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            dynamo=False,
+        )
+    backend = ServingOnnxRuntimeBackend(intra_op_threads=ort_threads())
+    out = work / name
+    result = backend.build(
+        onnx, target=ResolvedTarget(BackendName.ONNXRUNTIME, None), options=BuildOptions(), out_dir=out
+    )
+    inputs = [
+        TensorInfo(
+            name="input",
+            dtype="float32",
+            shape=[-1, *sample],
+            min=[1, *sample],
+            opt=[1, *sample],
+            max=[MAX_BATCH, *sample],
+        )
+    ]
+    outputs = [TensorInfo(name=o.name, dtype=o.dtype, shape=o.shape) for o in result.outputs]
+    manifest = EngineManifest(
+        build_key=f"bench-{name}",
+        model_digest="-",
+        onnx_digest="-",
+        backend=backend.name.value,
+        backend_version=backend.version(),
+        target=EngineTarget(),
+        precision="fp32",
+        inputs=inputs,
+        outputs=outputs,
+        engine_file=result.engine_path.name,
+        sha256=sha256_file(result.engine_path),
+        size=result.engine_path.stat().st_size,
+        build_seconds=0.0,
+        created=utc_now(),
+    )
+    path = out / "manifest.json"
+    path.write_text(manifest.model_dump_json(indent=2))
+    engine = backend.load(result.engine_path, inputs=inputs, outputs=outputs)
+    return path, engine, sample
+
+
+# ---- measurement helpers -------------------------------------------------------------------
+def ort_threads() -> int:
+    """ONNX Runtime intra-op threads, the same in this process and in the server: the CPUs
+    this process may run on (ORT's own default counts the host's cores, ignoring taskset)."""
+    return int(os.environ.get("MODELENGINE_ORT_THREADS") or len(os.sched_getaffinity(0)))
+
+
+def engine_ceiling(engine: Engine, sample: tuple[int, ...], seconds: float) -> tuple[float, float]:
+    """In-process samples/s at batch 1 and at batch 64: the most batching can gain."""
+    out = []
+    for batch in (1, MAX_BATCH):
+        x = np.random.default_rng(1).standard_normal((batch, *sample)).astype(np.float32)
+        engine.infer({"input": x})
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            engine.infer({"input": x})
+            n += batch
+        out.append(n / (time.perf_counter() - start))
+    return out[0], out[1]
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    arr = np.array(samples) * 1000.0
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`modelengine serve --manifest` in its own process, like the sidecar in a pod."""
+
+    def __init__(self, manifest: Path, *, batching: bool, max_delay_ms: float) -> None:
+        self.port = free_port()
+        args = [
+            sys.executable, "-m", "modelengine.cli", "serve", "--manifest", str(manifest),
+            "--model-name", "model", "--host", "127.0.0.1", "--http-port", str(self.port),
+            "--metrics-port", str(free_port()), "--max-batch-size", str(MAX_BATCH),
+            "--max-delay-ms", str(max_delay_ms),
+        ]  # fmt: skip
+        if not batching:
+            args.append("--no-batching")
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), MODELENGINE_ORT_THREADS=str(ort_threads()))
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(
+                    f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
+                )
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/v2/health/ready")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return
+                conn.close()
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit("server did not become ready")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover
+        return json.loads(raw)
+    return orjson.loads(raw)
+
+
+def json_body(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    doc = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]
+    }
+    return json.dumps(doc).encode(), {"Content-Type": "application/json"}
+
+
+def binary_body(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    raw = x.tobytes()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": list(x.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return head + raw, {
+        "Inference-Header-Content-Length": str(len(head)),
+        "Content-Type": "application/octet-stream",
+    }
+
+
+def decode(resp_body: bytes, header_len: str | None) -> np.ndarray:
+    if header_len is None:
+        doc = _loads(resp_body)
+        out = doc["outputs"][0]
+        return np.array(out["data"], np.float32).reshape(out["shape"])
+    hl = int(header_len)
+    out = json.loads(resp_body[:hl])["outputs"][0]
+    return np.frombuffer(resp_body[hl:], np.float32).reshape(out["shape"])
+
+
+def http_latency(port: int, x: np.ndarray, expected: np.ndarray, *, binary: bool, n: int) -> list[float]:
+    """Client-side latency: send the (pre-encoded) request, read and decode the answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    times: list[float] = []
+    body, headers = binary_body(x) if binary else json_body(x)
+    for i in range(n + 10):
+        t0 = time.perf_counter()
+        conn.request("POST", "/v2/models/model/infer", body, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        got = decode(data, resp.getheader("Inference-Header-Content-Length"))
+        dt = time.perf_counter() - t0
+        if resp.status != 200:
+            raise SystemExit(f"HTTP {resp.status}: {data[:200]!r}")
+        if i >= 10:
+            times.append(dt)
+    conn.close()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    return times
+
+
+def direct_latency(engine: Engine, x: np.ndarray, n: int) -> tuple[list[float], np.ndarray]:
+    times: list[float] = []
+    out = engine.infer({"input": x})
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = engine.infer({"input": x})
+        times.append(time.perf_counter() - t0)
+    return times, out["output"]
+
+
+async def _throughput(port: int, x: np.ndarray, clients: int, seconds: float) -> tuple[float, float]:
+    import aiohttp
+
+    body, headers = binary_body(x)
+    url = f"http://127.0.0.1:{port}/v2/models/model/infer"
+    done = 0
+    lat: list[float] = []
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(stop_at: float, record: bool) -> None:
+            nonlocal done
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise SystemExit(f"HTTP {resp.status}")
+                if record:
+                    done += 1
+                    lat.append(time.perf_counter() - t0)
+
+        warm = time.perf_counter() + min(0.5, seconds / 4)
+        await asyncio.gather(*(one(warm, False) for _ in range(clients)))
+        start = time.perf_counter()
+        await asyncio.gather(*(one(start + seconds, True) for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    return done / elapsed, percentiles(lat)[1]
+
+
+@dataclass
+class ModelResult:
+    name: str
+    direct: tuple[float, float] = (0.0, 0.0)
+    http_json: tuple[float, float] = (0.0, 0.0)
+    http_binary: tuple[float, float] = (0.0, 0.0)
+    ceiling: tuple[float, float] = (0.0, 0.0)  # in-process samples/s at batch 1, batch 64
+    throughput: dict[str, dict[int, float]] = field(default_factory=dict)  # mode -> clients -> rps
+    p99_ms: dict[str, dict[int, float]] = field(default_factory=dict)
+
+
+def run_model(name: str, work: Path, *, n: int, seconds: float, max_delay_ms: float) -> ModelResult:
+    print(f"[{name}] export + build", flush=True)
+    manifest, engine, sample = build_engine(name, work)
+    x = np.random.default_rng(0).standard_normal((1, *sample)).astype(np.float32)
+    res = ModelResult(name)
+    times, expected = direct_latency(engine, x, n)
+    res.direct = percentiles(times)
+    res.ceiling = engine_ceiling(engine, sample, min(seconds, 2.0))
+    for mode, batching in (("off", False), ("on", True)):
+        server = Server(manifest, batching=batching, max_delay_ms=max_delay_ms)
+        try:
+            if not batching:
+                print(f"[{name}] latency: direct vs HTTP", flush=True)
+                # interleave so drift (thermal, other load) hits both alike
+                res.http_binary = percentiles(http_latency(server.port, x, expected, binary=True, n=n))
+                res.http_json = percentiles(http_latency(server.port, x, expected, binary=False, n=n))
+                res.direct = percentiles(times + direct_latency(engine, x, n)[0])
+            res.throughput[mode], res.p99_ms[mode] = {}, {}
+            for clients in CONCURRENCY:
+                print(f"[{name}] throughput, batching {mode}, {clients} clients", flush=True)
+                rps, p99 = asyncio.run(_throughput(server.port, x, clients, seconds))
+                res.throughput[mode][clients] = rps
+                res.p99_ms[mode][clients] = p99
+        finally:
+            server.stop()
+    engine.close()
+    return res
+
+
+def report(results: list[ModelResult]) -> list[str]:
+    lines = [
+        "",
+        "Latency, batch 1 (ms)            p50      p99   overhead p50",
+    ]
+    fails: list[str] = []
+    for r in results:
+        lines.append(f"{r.name}")
+        lines.append(f"  direct Engine.infer       {r.direct[0]:8.3f} {r.direct[1]:8.3f}")
+        for label, (p50, p99) in (("HTTP binary", r.http_binary), ("HTTP JSON", r.http_json)):
+            lines.append(f"  {label:<25} {p50:8.3f} {p99:8.3f}   {p50 - r.direct[0]:+8.3f}")
+        if r.http_binary[0] - r.direct[0] > 0.3:
+            fails.append(f"{r.name}: binary HTTP overhead {r.http_binary[0] - r.direct[0]:.3f} ms > 0.3 ms")
+    lines += ["", "Throughput, batch-1 requests (req/s) and client p99 (ms)"]
+    lines.append(
+        f"{'model':<14} {'clients':>7} {'batching off':>13} {'p99':>8} {'batching on':>12} {'p99':>8} {'gain':>6}"
+    )
+    for r in results:
+        for c in CONCURRENCY:
+            off, on = r.throughput["off"][c], r.throughput["on"][c]
+            lines.append(
+                f"{r.name:<14} {c:>7} {off:>13.0f} {r.p99_ms['off'][c]:>8.2f} {on:>12.0f} "
+                f"{r.p99_ms['on'][c]:>8.2f} {on / off:>5.2f}x"
+            )
+        b1, b64 = r.ceiling
+        lines.append(
+            f"{'':<14} engine alone, in-process: {b1:.0f}/s at batch 1, {b64:.0f}/s at batch {MAX_BATCH} "
+            f"(batching can gain at most {b64 / b1:.2f}x)"
+        )
+        gain = r.throughput["on"][64] / r.throughput["off"][64]
+        if gain < 3:
+            fails.append(f"{r.name}: batching gain at 64 clients {gain:.2f}x < 3x")
+    lines.append("")
+    lines += [f"TARGET MISSED: {f}" for f in fails] or [
+        "targets met: HTTP overhead <= 0.3 ms, batching >= 3x"
+    ]
+    return lines
+
+
+def plot(results: list[ModelResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, r in zip(axes[0], results, strict=True):
+        xs = np.arange(len(CONCURRENCY))
+        ax.bar(xs - 0.2, [r.throughput["off"][c] for c in CONCURRENCY], 0.4, label="batching off")
+        ax.bar(xs + 0.2, [r.throughput["on"][c] for c in CONCURRENCY], 0.4, label="dynamic batching")
+        ax.set_xticks(xs, [str(c) for c in CONCURRENCY])
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("requests / s (batch 1 each)")
+        ax.set_title(f"{r.name}: modelengine serve, ONNX Runtime CPU")
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smoke run: CombinedNet only, short phases")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
+    parser.add_argument("--seconds", type=float, default=2.5, help="seconds per throughput phase")
+    parser.add_argument("--requests", type=int, default=400, help="sequential requests per latency run")
+    parser.add_argument("--max-delay-ms", type=float, default=2.0, help="server batching delay")
+    parser.add_argument("--plot", type=Path, help="write the throughput plot (PNG) here")
+    parser.add_argument("--json", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    if args.quick:
+        models, args.seconds, args.requests = ["combinednet"], 0.4, 40
+    started = time.perf_counter()
+    results: list[ModelResult] = []
+    with tempfile.TemporaryDirectory(prefix="modelengine-bench-") as tmp:
+        for name in models:
+            results.append(
+                run_model(
+                    name, Path(tmp), n=args.requests, seconds=args.seconds, max_delay_ms=args.max_delay_ms
+                )
+            )
+    print("\n".join(report(results)))
+    print(
+        f"\n(total {time.perf_counter() - started:.0f} s; {len(os.sched_getaffinity(0))} CPUs usable of "
+        f"{os.cpu_count()}; ORT intra-op threads {ort_threads()}; python {sys.version.split()[0]})"
+    )
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str))
+    if args.plot:
+        plot(results, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
