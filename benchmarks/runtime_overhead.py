@@ -227,23 +227,7 @@ class Server:
             args.append("--no-batching")
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), MODELENGINE_ORT_THREADS=str(ort_threads()))
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(
-                    f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
-                )
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/v2/health/ready")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-                conn.close()
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit("server did not become ready")
+        _wait_ready(self.port, self.proc)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -260,6 +244,63 @@ def _loads(raw: bytes) -> Any:
     except ImportError:  # pragma: no cover
         return json.loads(raw)
     return orjson.loads(raw)
+
+
+_BARE_SERVER = """
+import sys
+from aiohttp import web
+canned = open(sys.argv[2], "rb").read()
+head = sys.argv[3]
+async def infer(request):
+    await request.read()
+    return web.Response(body=canned, headers={"Inference-Header-Content-Length": head})
+async def ready(request):
+    return web.Response(text="ok")
+app = web.Application(client_max_size=1 << 26)
+app.router.add_post("/v2/models/model/infer", infer)
+app.router.add_get("/v2/health/ready", ready)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def http_floor(x: np.ndarray, expected: np.ndarray, work: Path, n: int) -> list[float]:
+    """The same client loop against a bare aiohttp handler that reads the body and returns a
+    canned response of the same bytes: what HTTP alone costs, with no model and no server logic."""
+    from modelengine.runtime.protocol import encode_response
+
+    body, hlen = encode_response(
+        model_name="model", model_version="1", request_id=None, outputs=[("output", expected, True)]
+    )
+    canned = work / "canned.bin"
+    canned.write_bytes(body)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BARE_SERVER, str(port), str(canned), str(hlen)], stderr=subprocess.PIPE
+    )
+    try:
+        _wait_ready(port, proc)
+        return http_latency(port, x, expected, binary=True, n=n)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v2/health/ready")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            if ok:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("server did not become ready")
 
 
 def json_body(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
@@ -365,6 +406,7 @@ async def _throughput(port: int, x: np.ndarray, clients: int, seconds: float) ->
 class ModelResult:
     name: str
     direct: tuple[float, float] = (0.0, 0.0)
+    floor: tuple[float, float] = (0.0, 0.0)  # bare aiohttp round trip, same bytes
     http_json: tuple[float, float] = (0.0, 0.0)
     http_binary: tuple[float, float] = (0.0, 0.0)
     ceiling: tuple[float, float] = (0.0, 0.0)  # in-process samples/s at batch 1, batch 64
@@ -389,6 +431,7 @@ def run_model(name: str, work: Path, *, n: int, seconds: float, max_delay_ms: fl
                 res.http_binary = percentiles(http_latency(server.port, x, expected, binary=True, n=n))
                 res.http_json = percentiles(http_latency(server.port, x, expected, binary=False, n=n))
                 res.direct = percentiles(times + direct_latency(engine, x, n)[0])
+                res.floor = percentiles(http_floor(x, expected, work, n))
             res.throughput[mode], res.p99_ms[mode] = {}, {}
             for clients in CONCURRENCY:
                 print(f"[{name}] throughput, batching {mode}, {clients} clients", flush=True)
@@ -412,6 +455,10 @@ def report(results: list[ModelResult]) -> list[str]:
         lines.append(f"  direct Engine.infer       {r.direct[0]:8.3f} {r.direct[1]:8.3f}")
         for label, (p50, p99) in (("HTTP binary", r.http_binary), ("HTTP JSON", r.http_json)):
             lines.append(f"  {label:<25} {p50:8.3f} {p99:8.3f}   {p50 - r.direct[0]:+8.3f}")
+        lines.append(
+            f"  {'bare aiohttp, no model':<25} {r.floor[0]:8.3f} {r.floor[1]:8.3f}   "
+            f"(server logic beyond bare HTTP: {r.http_binary[0] - r.direct[0] - r.floor[0]:+.3f})"
+        )
         if r.http_binary[0] - r.direct[0] > 0.3:
             fails.append(f"{r.name}: binary HTTP overhead {r.http_binary[0] - r.direct[0]:.3f} ms > 0.3 ms")
     lines += ["", "Throughput, batch-1 requests (req/s) and client p99 (ms)"]
