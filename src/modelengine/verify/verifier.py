@@ -180,51 +180,36 @@ def _search(
     points = ("min", "opt", "max") if frozen or unlocated else ("max",)
     random_count = 6 if frozen or unlocated else 0
     candidates = list(probes(spec.export.inputs, points=points, random_count=random_count))
-    observed: list[tuple[Probe, list[Any]]] = []
-    for probe in candidates:  # PyTorch side first (see verify_export)
-        try:
-            with torch.no_grad():
-                observed.append((probe, [to_numpy(t) for t in flatten_outputs(module(*probe.args))]))
-        except Exception:
-            continue  # the model itself rejects this input (e.g. an index out of range): not a finding
-    for probe, reference in observed:
-        got = runner.run(probe.args)
-        result = compare(
-            runner.output_names, reference, got, rtol=settings.rtol, atol=settings.atol, normwise=True
-        )
-        if result.ok:
-            continue
-        # Only a diverging probe needs to know which way each branch went (tracing the
-        # eager run line by line costs more than the run itself).
-        with torch.no_grad():
-            _, taken = recorder.run(module, *probe.args)
-        flipped = [
-            site
-            for site, report in frozen.items()
-            if report.verdict == "frozen-constant"
-            and report.kept in ("then", "else")
-            and taken.get(site) in ("then", "else")
-            and taken[site] != report.kept
-        ]
-        culprits = flipped or [s for s, r in frozen.items() if r.kept == "unknown"]
-        if culprits or unlocated:
-            for site in culprits:
-                report = frozen[site]
-                report.verdict = "frozen-flips"
-                report.witness = (
-                    f"input {probe.describe(spec.export.inputs)} takes `{taken.get(site, 'unknown')}` "
-                    f"(the trace kept `{report.kept}`) and the ONNX output diverges "
-                    f"(max abs diff {result.max_abs:.3g})"
-                )
-            for report in unlocated if not culprits else []:
-                report.verdict = "frozen-flips"
-                report.witness = (
-                    f"input {probe.describe(spec.export.inputs)} makes the ONNX output diverge "
-                    f"(max abs diff {result.max_abs:.3g})"
-                )
-        elif generic is None:
-            generic = (probe, result)
-        if frozen and all(r.verdict == "frozen-flips" for r in frozen.values()):
+    per_point = max(1, len(candidates) // len(points))
+    tried = 0
+
+    def done() -> bool:
+        pending = [r for r in [*frozen.values(), *unlocated] if r.verdict != "frozen-flips"]
+        return bool(frozen or unlocated) and not pending
+
+    # One profile point at a time, PyTorch runs first then ONNX Runtime (see
+    # verify_export); stop once every frozen branch has its witness.
+    for start in range(0, len(candidates), per_point):
+        observed: list[tuple[Probe, list[Any]]] = []
+        for probe in candidates[start : start + per_point]:
+            try:
+                with torch.no_grad():
+                    observed.append((probe, [to_numpy(t) for t in flatten_outputs(module(*probe.args))]))
+            except Exception:
+                continue  # the model itself rejects this input (e.g. an index out of range): not a finding
+        tried += len(observed)
+        for probe, reference in observed:
+            result = compare(
+                runner.output_names,
+                reference,
+                runner.run(probe.args),
+                rtol=settings.rtol,
+                atol=settings.atol,
+                normwise=True,
+            )
+            if not result.ok and generic is None and not done():
+                generic = _attribute(spec, module, recorder, frozen, unlocated, probe, result)
+        if done():
             break
     if generic is not None and not any(b.verdict == "frozen-flips" for b in branches):
         probe, result = generic
@@ -232,4 +217,48 @@ def _search(
             f"ONNX output `{result.output}` differs from PyTorch on input {probe.describe(spec.export.inputs)}: "
             f"max abs diff {result.max_abs:.3g} (no traced branch flips there)"
         )
-    return len(observed)
+    return tried
+
+
+def _attribute(
+    spec: ModelEngineSpec,
+    module: Any,
+    recorder: BranchRecorder,
+    frozen: dict[Site, BranchReport],
+    unlocated: list[BranchReport],
+    probe: Probe,
+    result: Comparison,
+) -> tuple[Probe, Comparison] | None:
+    """Blame a diverging probe on the frozen branches it flips; return it if none is to blame."""
+    import torch
+
+    # Only a diverging probe needs to know which way each branch went (tracing the eager
+    # run line by line costs more than the run itself).
+    with torch.no_grad():
+        _, taken = recorder.run(module, *probe.args)
+    flipped = [
+        site
+        for site, report in frozen.items()
+        if report.kept in ("then", "else")
+        and taken.get(site) in ("then", "else")
+        and taken[site] != report.kept
+    ]
+    culprits = flipped or [s for s, r in frozen.items() if r.kept == "unknown"]
+    if not culprits and not unlocated:
+        return (probe, result)
+    described = probe.describe(spec.export.inputs)
+    for site in culprits:
+        report = frozen[site]
+        if report.verdict == "frozen-flips":
+            continue
+        report.verdict = "frozen-flips"
+        report.witness = (
+            f"input {described} takes `{taken.get(site, 'unknown')}` (the trace kept `{report.kept}`) "
+            f"and the ONNX output diverges (max abs diff {result.max_abs:.3g})"
+        )
+    for report in unlocated if not culprits else []:
+        report.verdict = "frozen-flips"
+        report.witness = (
+            f"input {described} makes the ONNX output diverge (max abs diff {result.max_abs:.3g})"
+        )
+    return None
