@@ -17,6 +17,12 @@ the hooks KMock offers (`_handle`, `__call__`, the list fallback) rather than a 
 
 Fault injection (409 / 500 / slow answers) needs nothing new: KMock's DSL does it, e.g.
 `server['post /apis/batch/v1/namespaces/default/jobs'][:2] << 500`.
+
+Scale: KMock decides which reaction answers a request by replaying its filters over every
+request it has seen, so each request costs O(requests so far). For the scale benchmark
+(tens of thousands of requests) `history_limit` keeps only the latest requests in KMock's
+own history; `log` keeps all of them for counting. Slice-based injections (`[:2]`) count
+within that window, so tests that inject leave the limit off.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ def selector_matches(selector: str, labels: dict[str, str]) -> bool:
 class KubeEmulator(kmock.KubernetesEmulator):
     """KMock's Kubernetes emulator with server-maintained metadata and subresources."""
 
+    history_limit: int | None = None
+    log: list[rendering.Request] = attrs.field(factory=list, init=False)
     _rv: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     def _next_rv(self) -> str:
@@ -74,10 +82,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if raw_request.path.rstrip("/") == "/api/v1/namespaces" and raw_request.method == "GET":
             await raw_request.read()
             self._requests.append(rendering.Request(method="GET", url=raw_request.url, id=len(self._requests)))
+            self.log.append(self._requests[-1])
             if raw_request.query.get("watch") in ("true", "1"):
                 return await self._hold_watch(raw_request)
             return aiohttp.web.json_response(self._namespace_list())
-        return await super().__call__(raw_request)
+        seen = len(self._requests)
+        try:
+            return await super().__call__(raw_request)
+        finally:
+            self.log.extend(self._requests[seen:])
+            if self.history_limit is not None and len(self._requests) > 2 * self.history_limit:
+                del self._requests[: -self.history_limit]
 
     def _namespace_list(self) -> dict[str, Any]:
         names = {"default"}

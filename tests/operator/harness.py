@@ -77,7 +77,8 @@ class LoopThread:
 class FakeCluster:
     """KMock (with `KubeEmulator`'s additions) serving the Kubernetes API on a loopback port."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, history_limit: int | None = None) -> None:
+        self.history_limit = history_limit
         self.runner = LoopThread("kmock")
         self.kmock: KubeEmulator
         self._server: kmock.Server
@@ -97,7 +98,7 @@ class FakeCluster:
         )
 
     async def _start(self) -> str:
-        self.kmock = KubeEmulator()
+        self.kmock = KubeEmulator(history_limit=self.history_limit)
         for name, info in RESOURCES.items():
             self.kmock.resources[name] = info
         await self.kmock.__aenter__()
@@ -142,7 +143,7 @@ class FakeCluster:
         return None
 
     def requests(self) -> list[Any]:
-        return list(self.kmock)  # a KMock view iterates over the requests it saw
+        return list(self.kmock.log)
 
 
 def kube_client(kubeconfig: Path) -> Any:

@@ -527,9 +527,14 @@ class Controller:
                 return
         self._last_write[key] = loop.time()
         version = await self.api.patch_status(key[0], key[1], desired)
-        body["status"] = {k: v for k, v in desired.items() if v is not None}
-        if version is not None:
-            body.setdefault("metadata", {})["resourceVersion"] = version
+        written = {k: v for k, v in desired.items() if v is not None}
+        # The cache may hold a newer dict by now (an event arrived during the request):
+        # record what we wrote there too, unless that copy is already newer than our write.
+        for copy in {id(b): b for b in (body, self.modelengines.get(key)) if b is not None}.values():
+            if version is None or not _older({"metadata": {"resourceVersion": version}}, copy):
+                copy["status"] = written
+                if version is not None:
+                    copy.setdefault("metadata", {})["resourceVersion"] = version
         old, new = current.get("phase"), desired["phase"]
         if old != new:
             self._announce(body, old, desired)

@@ -1,0 +1,103 @@
+"""`modelengine operator`: run the controller against a cluster (kubeconfig or in-cluster).
+
+Flags map onto `OperatorConfig`; kopf is imported only when the command runs, so
+`modelengine --help` stays light. Bad flags end as one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+from typing import Any
+
+from modelengine.operator.config import DEFAULT_BUILDER_IMAGE, DEFAULT_RUNTIME_IMAGE, ConfigError, OperatorConfig, parse_backend_versions
+
+log = logging.getLogger("modelengine.operator")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "operator",
+        help="run the Kubernetes operator (kopf) that builds engines for ModelEngines",
+        description="Watch ModelEngines, Nodes and builder Jobs; build one engine per GPU kind; report status.",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS", help="watch NS (repeatable)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+    p.add_argument("--builder-image", default=DEFAULT_BUILDER_IMAGE, help="image of builder Jobs")
+    p.add_argument("--runtime-image", default=DEFAULT_RUNTIME_IMAGE, help="image of the runtime sidecar")
+    p.add_argument("--max-builds", type=int, default=16, help="builder Jobs running at once, overall")
+    p.add_argument("--max-builds-per-kind", type=int, default=4, help="builder Jobs running at once per target kind")
+    p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
+    p.add_argument("--liveness-port", type=int, default=8081, help="kopf liveness /healthz port (0: off)")
+    p.add_argument("--peering", metavar="NAME", help="kopf peering object for HA replicas (default: standalone)")
+    p.add_argument("--priority", type=int, help="peering priority (default: random, so one replica leads)")
+    p.add_argument(
+        "--backend-version",
+        action="append",
+        default=[],
+        metavar="NAME=VERSION",
+        help="backend version of the builder image (part of build keys); default: installed version",
+    )
+    p.add_argument("--job-deadline-seconds", type=int, default=3600, help="activeDeadlineSeconds of builder Jobs")
+    p.add_argument("--job-backoff-limit", type=int, default=1, help="backoffLimit of builder Jobs")
+    p.add_argument("--status-interval", type=float, default=5.0, help="seconds between progress-only status writes")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    if args.job_deadline_seconds < 60:
+        raise ConfigError("--job-deadline-seconds must be >= 60")
+    for flag in ("metrics_port", "liveness_port"):
+        if not 0 <= getattr(args, flag) <= 65535:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a port number (0-65535)")
+    return OperatorConfig(
+        builder_image=args.builder_image,
+        runtime_image=args.runtime_image,
+        max_builds=args.max_builds,
+        max_builds_per_kind=args.max_builds_per_kind,
+        backend_versions=parse_backend_versions(args.backend_version),
+        job_deadline_seconds=args.job_deadline_seconds,
+        job_backoff_limit=args.job_backoff_limit,
+        status_interval_seconds=args.status_interval,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    from modelengine.operator.controller import Controller
+    from modelengine.operator.kube import ApiError, ClientApi
+    from modelengine.operator.run import connection_info, operate
+    from modelengine.operator.storage import StoreProvider
+
+    try:
+        api = ClientApi(kubeconfig=args.kubeconfig, user_agent=config.identity, workers=config.workers)
+    except ApiError as err:
+        raise ConfigError(str(err)) from None
+    controller = Controller(config=config, api=api, stores=StoreProvider(read_secret=api.read_secret))
+    if args.metrics_port:
+        controller.metrics.serve(args.metrics_port)
+    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
+    print(
+        f"modelengine operator: watching {', '.join(args.namespace) or 'all namespaces'}; "
+        f"builder image {config.builder_image}; metrics :{args.metrics_port or '-'}",
+        flush=True,
+    )
+    try:
+        asyncio.run(
+            operate(
+                controller,
+                login=connection_info(api),
+                namespaces=args.namespace,
+                peering=args.peering,
+                priority=priority,
+                liveness_endpoint=liveness,
+            )
+        )
+    finally:
+        api.close()
+    return 0
