@@ -122,10 +122,48 @@ def test_wrong_onnx_is_caught_on_random_samples() -> None:
         swapped = ExportResult(**{**good.result.__dict__, "onnx_path": folder / "model.onnx", "branches": []})
         with pytest.raises(
             VerificationError,
-            match=r"^ONNX output `output` differs from PyTorch on random input \[1, 3, 32, 32\]",
+            match=r"^ONNX output `output` differs from PyTorch \(max abs diff .* exceeds atol 0.0001 \+ rtol 0.001\) on random input \[1, 3, 32, 32\]$",
         ):
             verify_export(good.spec, good.loaded, swapped)
     finally:
         with torch.no_grad():
             for p in module.parameters():
                 p.sub_(0.05)
+
+
+FROZEN_SIZE = """
+import torch
+from torch import nn
+
+
+class Flat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        n = int(y.size(0))
+        return y.reshape(n, -1)
+
+
+def make():
+    return Flat()
+"""
+
+
+def test_a_size_frozen_by_the_trace_is_named(tmp_path: Path) -> None:
+    (tmp_path / "frozen_size.py").write_text(textwrap.dedent(FROZEN_SIZE))
+    spec = make_spec(source=tmp_path, entrypoint="frozen_size:make")
+    loaded = load_model(spec.model, source_path=tmp_path)
+    result = export_onnx(spec, loaded, out_dir=tmp_path / "out")
+    assert result.outputs[0].shape == [4, -1]  # the batch of the trace's example, baked in
+    assert any(w.startswith("tracer: frozen_size.py:13 `n = int(y.size(0))`") for w in result.warnings)
+    with pytest.raises(VerificationError) as err:
+        verify_export(spec, loaded, result)
+    assert str(err.value) == (
+        "ONNX output `output` has shape [4, 900] where PyTorch gives [1, 3600] on random input [1, 3, 32, 32]"
+        " — the trace made a value constant at frozen_size.py:13 `n = int(y.size(0))` (Converting a tensor to"
+        " a Python integer might cause the trace to be incorrect); fix: keep it a tensor (no int()/float()/.item()"
+        " on it), or export with method script or dynamo"
+    )

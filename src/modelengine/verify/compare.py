@@ -28,6 +28,7 @@ class Comparison:
     max_rel: float
     ok: bool
     output: str  # name of the worst output
+    shapes: tuple[list[int], list[int]] | None = None  # (onnx, torch) when they differ
 
 
 def to_numpy(tensor: Any) -> np.ndarray:
@@ -54,7 +55,7 @@ def compare(
         ref64 = np.asarray(ref, dtype=np.float64)
         out64 = np.asarray(out, dtype=np.float64)
         if ref64.shape != out64.shape:
-            return Comparison(float("inf"), float("inf"), False, name)
+            return Comparison(float("inf"), float("inf"), False, name, (list(out64.shape), list(ref64.shape)))
         if ref64.size == 0:
             continue
         both_nan = np.isnan(ref64) & np.isnan(out64)

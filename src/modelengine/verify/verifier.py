@@ -100,10 +100,16 @@ def verify_export(
         result = compare(names, reference, run_onnx(args), rtol=settings.rtol, atol=settings.atol)
         max_abs, max_rel = max(max_abs, result.max_abs), max(max_rel, result.max_rel)
         if not result.ok:
+            if result.shapes is not None:
+                what = f"has shape {result.shapes[0]} where PyTorch gives {result.shapes[1]}"
+            else:
+                what = (
+                    f"differs from PyTorch (max abs diff {result.max_abs:.3g} exceeds "
+                    f"atol {settings.atol:g} + rtol {settings.rtol:g})"
+                )
             raise VerificationError(
-                f"ONNX output `{result.output}` differs from PyTorch on random input {_shapes(args)}: "
-                f"max abs diff {result.max_abs:.3g} exceeds atol {settings.atol:g} + rtol {settings.rtol:g}",
-                details=[f"sample {i}", f"max rel diff {result.max_rel:.3g}"],
+                f"ONNX output `{result.output}` {what} on random input {_shapes(args)}{_tracer_hint(export)}",
+                details=[f"sample {i}", f"max rel diff {result.max_rel:.3g}", *export.warnings],
             )
 
     branches = [dataclasses.replace(b) for b in export.branches]
@@ -148,6 +154,20 @@ def verify_export(
             report=report,
         )
     return report
+
+
+def _tracer_hint(export: ExportResult) -> str:
+    """The trace's own warnings (sizes or values it turned into constants) explain most
+    divergences that are not a branch: name the first one."""
+    notes = [w.removeprefix("tracer: ") for w in export.warnings if w.startswith("tracer: ")]
+    if not notes:
+        return ""
+    where, _, message = notes[0].partition(": ")
+    cause = message.split(". ")[0]
+    return (
+        f" — the trace made a value constant at {where} ({cause}); fix: keep it a tensor "
+        "(no int()/float()/.item() on it), or export with method script or dynamo"
+    )
 
 
 def _search(
