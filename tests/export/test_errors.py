@@ -61,6 +61,34 @@ def not_a_module():
 """
 
 
+SCRIPTED_FUNCTION = """
+import torch
+from torch import nn
+
+
+@torch.jit.script
+def decision_gate(x):
+    if x.mean() > 0:
+        decision = x
+    else:
+        decision = -x
+    return decision
+
+
+class Gated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return decision_gate(self.conv(x))
+
+
+def make():
+    return Gated()
+"""
+
+
 def _one_line(err: pytest.ExceptionInfo[ExportError]) -> str:
     text = str(err.value)
     assert "\n" not in text and "Traceback" not in text
@@ -71,6 +99,7 @@ def _one_line(err: pytest.ExceptionInfo[ExportError]) -> str:
 def bad_dir() -> Path:
     folder = work_dir("bad-models")
     (folder / "badmodels.py").write_text(textwrap.dedent(BAD_MODELS))
+    (folder / "scripted_fn.py").write_text(textwrap.dedent(SCRIPTED_FUNCTION))
     (folder / "broken_import.py").write_text("import torch\nraise RuntimeError('needs a GPU')\n")
     return folder
 
@@ -275,3 +304,18 @@ def test_onnx_input_spec_mismatch() -> None:
         loaded = load_model(spec.model, source_path=source)
         with pytest.raises(ExportError, match=expected):
             export_onnx(spec, loaded, out_dir=work_dir("onnx-mismatch"))
+
+
+def test_seed_style_scripted_function_gate(bad_dir: Path) -> None:
+    """The seed's `@torch.jit.script def decision_gate`: kept as an If by trace, refused by
+    dynamo with the gate's line."""
+    line = textwrap.dedent(SCRIPTED_FUNCTION).splitlines().index("    if x.mean() > 0:") + 1
+    spec = make_spec(source=bad_dir, entrypoint="scripted_fn:make", method="trace")
+    loaded = load_model(spec.model, source_path=bad_dir)
+    result = export_onnx(spec, loaded, out_dir=work_dir("scripted-fn-trace"))
+    assert [(b.verdict, b.location) for b in result.branches] == [("kept", f"scripted_fn.py:{line}")]
+    with pytest.raises(ExportError) as err:
+        _export(bad_dir, "scripted_fn:make", method="dynamo")
+    assert _one_line(err).startswith(
+        f"control flow refused by dynamo (torch.export) at scripted_fn.py:{line} `if x.mean() > 0:`"
+    )

@@ -146,3 +146,10 @@ def test_python_factory_with_weights(kind: str) -> None:
     _assert_matches(result, trained)
     with torch.no_grad():  # the weights were applied: the factory's own ones differ
         assert not torch.allclose(combinednet.mixed()(_x(2)), trained(_x(2)))
+
+
+def test_python_source_given_as_the_py_file() -> None:
+    source = COMBINEDNET / "combinednet.py"
+    loaded, result = _export("python", source, "trace", "py-file", entrypoint="combinednet:signed_mixed")
+    assert loaded.source_path == source
+    _assert_matches(result, combinednet.signed_mixed())

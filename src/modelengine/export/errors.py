@@ -9,7 +9,7 @@ verifier ("frozen-flips" once it finds an input that takes the other way and div
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +58,6 @@ class ExportResult:
     warnings: list[str]
     method: str
     opset: int
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def first_line(err: BaseException | str) -> str:
