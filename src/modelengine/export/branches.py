@@ -63,7 +63,8 @@ def capture_tracer_warnings() -> Iterator[TracerNotes]:
     for w in caught:
         if not issubclass(w.category, TracerWarning):
             continue
-        site = Site(str(Path(w.filename).resolve()) if Path(w.filename).exists() else w.filename, w.lineno)
+        # Keep the name as the frame had it: BranchRecorder matches frames by co_filename.
+        site = Site(w.filename, w.lineno)
         if str(w.message).startswith(BOOL_WARNING):
             if site not in notes.bool_sites:
                 notes.bool_sites.append(site)
