@@ -103,7 +103,7 @@ def test_torch_cond_with_dynamo_is_kept_with_its_source_line() -> None:
     assert branch.location.startswith("combinednet.py:") and "torch.cond" in branch.code
 
 
-@pytest.mark.parametrize("method", ["trace", "dynamo"])
+@pytest.mark.parametrize("method", ["trace", "script", "dynamo"])
 def test_resnet_exports_and_matches(method: str) -> None:
     ex = exported("resnet:resnet18", method, source=RESNET, outputs=["logits"])
     assert ex.result.branches == []
