@@ -4,6 +4,7 @@ frozen-constant (warn / strict) and frozen-flips, with the user's source line.""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -47,6 +48,8 @@ def test_mixed_twin_of_the_signed_gate_passes_with_an_if() -> None:
     (branch,) = report.branches
     assert (branch.verdict, branch.location) == ("kept", f"combinednet.py:{gate_line('Gate')}")
     assert report.probes > 0
+    ops = [n.op_type for n in onnx.load(str(ex.result.onnx_path), load_external_data=False).graph.node]
+    assert ops.count("If") == 1
     # The input that broke the trace takes the other branch here, and the If follows it.
     x = -torch.rand(1, 3, 32, 32)
     with torch.no_grad():
