@@ -160,3 +160,53 @@ def test_a_size_frozen_by_the_trace_is_named(tmp_path: Path) -> None:
         " a Python integer might cause the trace to be incorrect); fix: keep it a tensor (no int()/float()/.item()"
         " on it), or export with method script or dynamo"
     )
+
+
+TWO_INPUTS = """
+import torch
+from torch import nn
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, x, bias):
+        y = self.proj(x) + bias
+        if bias.min() >= 0:
+            return y
+        return torch.relu(y)
+
+
+def make():
+    torch.manual_seed(0)
+    return Scaled()
+"""
+
+
+def test_frozen_gate_on_a_second_input_with_its_own_dynamic_dims(tmp_path: Path) -> None:
+    (tmp_path / "two_inputs.py").write_text(textwrap.dedent(TWO_INPUTS))
+    inputs = [
+        {"name": "x", "shape": [-1, -1, 8], "min": [1, 1, 8], "opt": [2, 5, 8], "max": [4, 9, 8]},
+        {"name": "bias", "shape": [4], "min": [4], "opt": [4], "max": [4]},
+    ]
+    spec = make_spec(source=tmp_path, entrypoint="two_inputs:make", inputs=inputs)
+    loaded = load_model(spec.model, source_path=tmp_path)
+    result = export_onnx(spec, loaded, out_dir=tmp_path / "out")
+    assert [i.name for i in result.inputs] == ["x", "bias"]
+    assert result.outputs[0].shape == [-1, -1, 4]
+    line = textwrap.dedent(TWO_INPUTS).splitlines().index("        if bias.min() >= 0:") + 1
+    (branch,) = result.branches
+    assert (branch.location, branch.kept, branch.verdict) == (
+        f"two_inputs.py:{line}",
+        "then",
+        "frozen-constant",
+    )
+    with pytest.raises(VerificationError) as err:
+        verify_export(spec, loaded, result)
+    text = str(err.value)
+    assert text.startswith(
+        f"control flow frozen by tracing at two_inputs.py:{line} `if bias.min() >= 0:` — input `x` ["
+    )
+    assert "`bias` [4] = " in text and "takes `else` (the trace kept `then`)" in text
