@@ -62,6 +62,9 @@ def test_dynamo_writes_external_data_listed_in_files() -> None:
     names = sorted(p.name for p in result.files)
     assert names == ["model.onnx", "model.onnx.data"]
     assert (result.onnx_path.parent / "model.onnx.data").stat().st_size > 100_000
+    graph = onnx.load(str(result.onnx_path), load_external_data=False).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "input_dim0"  # not dynamo's `s77`
+    assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "input_dim0"
 
 
 def test_trace_of_the_seed_network_freezes_its_gate() -> None:

@@ -42,6 +42,7 @@ from modelengine.export.onnxio import (
     graph_inputs,
     if_nodes,
     if_report,
+    name_dynamic_dims,
     opset_of,
     value_info,
 )
@@ -205,6 +206,7 @@ def export_onnx(
                 outputs=list(spec.export.outputs),
                 opset=spec.export.opset,
             )
+            name_dynamic_dims(path, [t.name for t in spec.export.inputs])
         else:
             if method is ExportMethod.SCRIPT:
                 progress("scripting the model (torch.jit.script)")

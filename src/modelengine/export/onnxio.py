@@ -34,6 +34,43 @@ def check_and_infer(path: Path) -> Any:
     return onnx.load(str(path), load_external_data=False)
 
 
+def name_dynamic_dims(path: Path, inputs: list[str]) -> None:
+    """Rename the exporter's symbolic dims (dynamo's `s77`) after the inputs they belong to,
+    `input_dim0`, as the TorchScript exporter's `dynamic_axes` names them, everywhere in
+    the graph; a symbol shared by several inputs keeps its first input's name."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    names: dict[str, str] = {}
+    for value in model.graph.input:
+        if value.name not in inputs:
+            continue
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_param") and dim.dim_param not in names:
+                names[dim.dim_param] = f"{value.name}_dim{axis}"
+    if not names:
+        return
+
+    def rename(values: Any) -> None:
+        for value in values:
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_param") and dim.dim_param in names:
+                    dim.dim_param = names[dim.dim_param]
+
+    def walk(graph: Any) -> None:
+        for values in (graph.input, graph.output, graph.value_info):
+            rename(values)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == attr.GRAPH:
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+
+    walk(model.graph)
+    onnx.save(model, str(path))
+
+
 def data_files(model: Any, folder: Path) -> list[Path]:
     """External data files the model's initializers point to."""
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
