@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -186,13 +185,15 @@ class Bench:
             status = {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}
 
             async def one(name: str) -> None:
-                async with gate:
-                    async with k.patch(
+                async with (
+                    gate,
+                    k.patch(
                         f"/apis/batch/v1/namespaces/default/jobs/{name}/status",
                         json=status,
                         headers={"Content-Type": "application/merge-patch+json"},
-                    ) as rsp:
-                        assert rsp.status == 200, await rsp.text()
+                    ) as rsp,
+                ):
+                    assert rsp.status == 200, await rsp.text()
 
             names = [n for (r, _ns, n), o in list(k.objects.items()) if r.plural == "jobs" and not o.deleted]
             await asyncio.gather(*(one(n) for n in names))
@@ -305,7 +306,6 @@ def run_operator_case(n: int, tmp: Path) -> dict[str, float]:
                 file=sys.stderr,
             )
             print((tmp / "operator.log").read_text()[-3000:], file=sys.stderr)
-
 
         # Re-apply: a new ModelEngine with the spec of an existing one (all keys cached).
         reapply = []

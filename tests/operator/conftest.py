@@ -20,7 +20,7 @@ from modelengine.operator.config import OperatorConfig
 from tests.operator.harness import FakeCluster, OperatorThread, gpu_node, kube_client, secret
 from tests.operator.node import TestNode
 
-TINY_MODEL = '''
+TINY_MODEL = """
 import torch
 
 
@@ -40,9 +40,13 @@ def make() -> torch.nn.Module:
 
 def broken() -> torch.nn.Module:
     raise RuntimeError("factory exploded: weights for layer fc are missing")
-'''
+"""
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-key", "AWS_REGION": "us-east-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+    "AWS_REGION": "us-east-1",
+}
 NAMESPACE = "default"
 
 
@@ -57,15 +61,26 @@ class World:
     endpoint: str
     bucket: str
 
-    def modelengine(self, name: str, *, entrypoint: str = "tiny:make", targets: list[dict[str, Any]] | None = None,
-                    opt: int = 4, **spec: Any) -> dict[str, Any]:
+    def modelengine(
+        self,
+        name: str,
+        *,
+        entrypoint: str = "tiny:make",
+        targets: list[dict[str, Any]] | None = None,
+        opt: int = 4,
+        **spec: Any,
+    ) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "apiVersion": "modelengine.io/v1alpha1",
             "kind": "ModelEngine",
             "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": {
                 "model": {"source": str(self.model_dir), "format": "python", "entrypoint": entrypoint},
-                "export": {"inputs": [{"name": "x", "shape": [-1, 8], "min": [1, 8], "opt": [opt, 8], "max": [16, 8]}]},
+                "export": {
+                    "inputs": [
+                        {"name": "x", "shape": [-1, 8], "min": [1, 8], "opt": [opt, 8], "max": [16, 8]}
+                    ]
+                },
                 "build": {"backend": "tensorrt-rtx"},
                 "targets": targets or [{"auto": True}],
                 "storage": {
@@ -81,7 +96,9 @@ class World:
     def apply(self, doc: dict[str, Any]) -> None:
         name = doc["metadata"]["name"]
         if self.cluster.get("modelengines", NAMESPACE, name) is None:
-            self.custom.create_namespaced_custom_object("modelengine.io", "v1alpha1", NAMESPACE, "modelengines", doc)
+            self.custom.create_namespaced_custom_object(
+                "modelengine.io", "v1alpha1", NAMESPACE, "modelengines", doc
+            )
         else:
             self.custom.patch_namespaced_custom_object(
                 "modelengine.io", "v1alpha1", NAMESPACE, "modelengines", name, {"spec": doc["spec"]}
@@ -90,7 +107,9 @@ class World:
     def delete(self, name: str) -> None:
         """Delete a ModelEngine and, as Kubernetes' garbage collector would, the Jobs it owns."""
         obj = self.cluster.get("modelengines", NAMESPACE, name)
-        self.custom.delete_namespaced_custom_object("modelengine.io", "v1alpha1", NAMESPACE, "modelengines", name)
+        self.custom.delete_namespaced_custom_object(
+            "modelengine.io", "v1alpha1", NAMESPACE, "modelengines", name
+        )
         uid = (obj or {}).get("metadata", {}).get("uid")
         for job in self.jobs():
             if uid in [o.get("uid") for o in job["metadata"].get("ownerReferences") or []]:
@@ -107,7 +126,11 @@ class World:
         return jobs
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.cluster.objects("events", NAMESPACE) if e.get("involvedObject", {}).get("name") == name]
+        return [
+            e
+            for e in self.cluster.objects("events", NAMESPACE)
+            if e.get("involvedObject", {}).get("name") == name
+        ]
 
     def operator(self, **kwargs: Any) -> OperatorThread:
         options = dict(kwargs.pop("options", {}))
@@ -128,26 +151,41 @@ def world(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     (model_dir / "tiny.py").write_text(TINY_MODEL)
     bucket = f"me-op-{uuid.uuid4().hex[:10]}"
     boto3.client(
-        "s3", endpoint_url=moto_server, region_name="us-east-1",
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "s3",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     ).create_bucket(Bucket=bucket)
     cluster = FakeCluster(tmp)
     api = kube_client(cluster.kubeconfig)
     core = client.CoreV1Api(api)
     core.create_namespaced_secret(NAMESPACE, secret("store-credentials", NAMESPACE, CREDENTIALS))
-    for node in (
+    for node_doc in (
         gpu_node("gpu-a100-0", "NVIDIA-A100-SXM4-80GB", "8.0"),
         gpu_node("gpu-l4-0", "NVIDIA-L4", "8.9", family="ada-lovelace"),
         gpu_node("gpu-l4-1", "NVIDIA-L4", "8.9", family="ada-lovelace"),
         gpu_node("gpu-a10-0", "NVIDIA-A10", "8.6"),
         gpu_node("gpu-h100-0", "NVIDIA-H100-80GB-HBM3", "9.0", family="hopper"),
-        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cpu-0", "labels": {"kubernetes.io/os": "linux"}}},
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "cpu-0", "labels": {"kubernetes.io/os": "linux"}},
+        },
     ):
-        core.create_node(node)
-    node = TestNode(api)
+        core.create_node(node_doc)
+    test_node = TestNode(api)
     try:
-        yield World(cluster, client.CustomObjectsApi(api), core, client.BatchV1Api(api), node, model_dir,
-                    moto_server, bucket)
+        yield World(
+            cluster,
+            client.CustomObjectsApi(api),
+            core,
+            client.BatchV1Api(api),
+            test_node,
+            model_dir,
+            moto_server,
+            bucket,
+        )
     finally:
-        node.close()
+        test_node.close()
         cluster.close()

@@ -81,7 +81,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if raw_request.path.rstrip("/") == "/api/v1/namespaces" and raw_request.method == "GET":
             await raw_request.read()
-            self._requests.append(rendering.Request(method="GET", url=raw_request.url, id=len(self._requests)))
+            self._requests.append(
+                rendering.Request(method="GET", url=raw_request.url, id=len(self._requests))
+            )
             self.log.append(self._requests[-1])
             if raw_request.query.get("watch") in ("true", "1"):
                 return await self._hold_watch(raw_request)
@@ -105,7 +107,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "resourceVersion": "1"}}
             for n in sorted(names)
         ]
-        return {"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "1"}, "items": items}
+        return {
+            "apiVersion": "v1",
+            "kind": "NamespaceList",
+            "metadata": {"resourceVersion": "1"},
+            "items": items,
+        }
 
     async def _hold_watch(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         # Namespaces never change in these tests: an open, silent watch is the honest answer.
@@ -137,7 +144,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def _stamp_update(self, request: rendering.Request) -> None:
         assert request.resource is not None
-        key = (request.resource, request.namespace, request.name)
+        key: Any = (request.resource, request.namespace, request.name)
         if key not in self.objects or self.objects[key].deleted:
             return  # KMock answers 404 itself
         current = copy.deepcopy(self.objects[key].raw)

@@ -30,29 +30,64 @@ T = TypeVar("T")
 
 RESOURCES: dict[str, kmock.ResourceInfo] = {
     "modelengine.io/v1alpha1/modelengines": kmock.ResourceInfo(
-        kind="ModelEngine", singular="modelengine", namespaced=True, shortnames={"me"}, subresources={"status"},
+        kind="ModelEngine",
+        singular="modelengine",
+        namespaced=True,
+        shortnames={"me"},
+        subresources={"status"},
         verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
-    "batch/v1/jobs": kmock.ResourceInfo(kind="Job", singular="job", namespaced=True, subresources={"status"},
-                                         verbs={"get", "list", "watch", "create", "patch", "delete"}),
-    "v1/pods": kmock.ResourceInfo(kind="Pod", singular="pod", namespaced=True, subresources={"status"},
-                                  verbs={"get", "list", "watch", "create", "patch", "delete"}),
-    "v1/nodes": kmock.ResourceInfo(kind="Node", singular="node", namespaced=False,
-                                   verbs={"get", "list", "watch", "create", "patch", "delete"}),
-    "v1/secrets": kmock.ResourceInfo(kind="Secret", singular="secret", namespaced=True,
-                                     verbs={"get", "list", "watch", "create", "patch", "delete"}),
-    "v1/events": kmock.ResourceInfo(kind="Event", singular="event", namespaced=True,
-                                    verbs={"get", "list", "watch", "create", "patch", "delete"}),
-    "v1/namespaces": kmock.ResourceInfo(kind="Namespace", singular="namespace", namespaced=False,
-                                        verbs={"get", "list", "watch"}),
+    "batch/v1/jobs": kmock.ResourceInfo(
+        kind="Job",
+        singular="job",
+        namespaced=True,
+        subresources={"status"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    "v1/pods": kmock.ResourceInfo(
+        kind="Pod",
+        singular="pod",
+        namespaced=True,
+        subresources={"status"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    "v1/nodes": kmock.ResourceInfo(
+        kind="Node",
+        singular="node",
+        namespaced=False,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    "v1/secrets": kmock.ResourceInfo(
+        kind="Secret",
+        singular="secret",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    "v1/events": kmock.ResourceInfo(
+        kind="Event",
+        singular="event",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    "v1/namespaces": kmock.ResourceInfo(
+        kind="Namespace", singular="namespace", namespaced=False, verbs={"get", "list", "watch"}
+    ),
     "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
-        kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False,
+        kind="CustomResourceDefinition",
+        singular="customresourcedefinition",
+        namespaced=False,
         verbs={"get", "list", "watch"},
     ),
-    "kopf.dev/v1/kopfpeerings": kmock.ResourceInfo(kind="KopfPeering", singular="kopfpeering", namespaced=True,
-                                                   verbs={"get", "list", "watch", "create", "patch", "delete"}),
+    "kopf.dev/v1/kopfpeerings": kmock.ResourceInfo(
+        kind="KopfPeering",
+        singular="kopfpeering",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
     "kopf.dev/v1/clusterkopfpeerings": kmock.ResourceInfo(
-        kind="ClusterKopfPeering", singular="clusterkopfpeering", namespaced=False,
+        kind="ClusterKopfPeering",
+        singular="clusterkopfpeering",
+        namespaced=False,
         verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
 }
@@ -196,7 +231,9 @@ class OperatorThread:
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.api = ClientApi(kubeconfig=str(kubeconfig), user_agent=config.identity, workers=config.workers)
-        self.controller = Controller(config=config, api=self.api, stores=StoreProvider(read_secret=self.api.read_secret))
+        self.controller = Controller(
+            config=config, api=self.api, stores=StoreProvider(read_secret=self.api.read_secret)
+        )
         self.error: BaseException | None = None
         self._kwargs = dict(namespaces=namespaces or [], peering=peering, priority=priority)
         self.thread = threading.Thread(target=self._run, name=f"operator-{config.identity}", daemon=True)
@@ -225,14 +262,15 @@ class OperatorThread:
 
 
 def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], Any],
     timeout: float = 60,
     interval: float = 0.1,
     what: str = "condition",
     show: Callable[[], Any] | None = None,
-) -> T:
+) -> Any:
+    """Poll until `predicate()` is truthy; returns that value."""
     deadline = time.monotonic() + timeout
-    last: T = predicate()
+    last = predicate()
     while not last:
         if time.monotonic() > deadline:
             seen = f"; last seen: {show()}" if show is not None else ""

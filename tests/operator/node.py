@@ -27,7 +27,15 @@ from typing import Any
 
 from kubernetes import client
 
-PASSTHROUGH_ENV = ("PATH", "PYTHONPATH", "HOME", "OMP_NUM_THREADS", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "TMPDIR")
+PASSTHROUGH_ENV = (
+    "PATH",
+    "PYTHONPATH",
+    "HOME",
+    "OMP_NUM_THREADS",
+    "LD_LIBRARY_PATH",
+    "VIRTUAL_ENV",
+    "TMPDIR",
+)
 
 
 def _now() -> str:
@@ -102,14 +110,20 @@ class TestNode:
                 command = [sys.executable, "-m", "modelengine.cli", *command[1:]]
             started = _now()
             proc = subprocess.run(
-                command, env=self._env(namespace, container, log), cwd=tmp, capture_output=True, text=True,
+                command,
+                env=self._env(namespace, container, log),
+                cwd=tmp,
+                capture_output=True,
+                text=True,
                 timeout=600,
             )
             message = log.read_text()[:4096] if log.exists() else proc.stderr[-4096:]
         self._report(namespace, name, job, proc.returncode, message, started)
         self.finished[(namespace, name)] = proc.returncode
 
-    def _report(self, namespace: str, name: str, job: dict[str, Any], code: int, message: str, started: str) -> None:
+    def _report(
+        self, namespace: str, name: str, job: dict[str, Any], code: int, message: str, started: str
+    ) -> None:
         labels = dict(job["spec"]["template"]["metadata"].get("labels") or {})
         labels["job-name"] = name
         pod = {

@@ -22,14 +22,19 @@ from tests.operator.harness import gpu_node, wait_for
 
 def _s3(world: World) -> Any:
     return boto3.client(
-        "s3", endpoint_url=world.endpoint, region_name="us-east-1",
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "s3",
+        endpoint_url=world.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
 
 
 def _release(world: World, name: str) -> dict[str, Any] | None:
     try:
-        body = _s3(world).get_object(Bucket=world.bucket, Key=f"store/releases/{NAMESPACE}/{name}.json")["Body"]
+        body = _s3(world).get_object(Bucket=world.bucket, Key=f"store/releases/{NAMESPACE}/{name}.json")[
+            "Body"
+        ]
     except Exception:
         return None
     doc: dict[str, Any] = json.loads(body.read())
@@ -64,7 +69,9 @@ def test_auto_targets_build_every_gpu_kind_and_write_the_release(world: World) -
     try:
         start = len(world.cluster.requests())
         world.apply(world.modelengine("resnet-auto"))
-        jobs = wait_for(lambda: len(world.jobs("resnet-auto")) == 3 and world.jobs("resnet-auto"), what="3 Jobs")
+        jobs = wait_for(
+            lambda: len(world.jobs("resnet-auto")) == 3 and world.jobs("resnet-auto"), what="3 Jobs"
+        )
         targets = sorted(j["metadata"]["labels"]["modelengine.io/target"] for j in jobs)
         assert targets == ["tensorrt-rtx-cc8.0", "tensorrt-rtx-cc8.6", "tensorrt-rtx-cc8.9"]
         for job in jobs:
@@ -81,7 +88,10 @@ def test_auto_targets_build_every_gpu_kind_and_write_the_release(world: World) -
             assert container["securityContext"]["runAsNonRoot"] is True
             assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
             assert job["metadata"]["ownerReferences"][0]["kind"] == "ModelEngine"
-            assert job["metadata"]["name"] == "me-build-" + job["metadata"]["labels"]["modelengine.io/build-key"][:20]
+            assert (
+                job["metadata"]["name"]
+                == "me-build-" + job["metadata"]["labels"]["modelengine.io/build-key"][:20]
+            )
 
         status = wait_for(_phase(world, "resnet-auto", "Ready"), timeout=120, what="Ready")
         assert status["targetsReady"] == "3/3"
@@ -92,7 +102,10 @@ def test_auto_targets_build_every_gpu_kind_and_write_the_release(world: World) -
             assert engine["phase"] == "Ready" and engine["cached"] is False
             assert engine["uri"].startswith(f"s3://{world.bucket}/store/engines/{engine['buildKey']}/")
             assert len(engine["sha256"]) == 64 and engine["size"] > 0
-        assert "NVIDIA-H100-80GB-HBM3 (compute capability 9.0): tensorrt-rtx cannot target it" in status["message"]
+        assert (
+            "NVIDIA-H100-80GB-HBM3 (compute capability 9.0): tensorrt-rtx cannot target it"
+            in status["message"]
+        )
         conditions = {c["type"]: c for c in status["conditions"]}
         assert conditions["Ready"]["status"] == "True" and conditions["Ready"]["observedGeneration"] == 1
 
@@ -101,15 +114,24 @@ def test_auto_targets_build_every_gpu_kind_and_write_the_release(world: World) -
         assert sorted(e["target"] for e in release["engines"]) == targets
         assert {e["sha256"] for e in release["engines"]} == {e["sha256"] for e in engines.values()}
 
-        reasons = wait_for(lambda: len(world.events("resnet-auto")) >= 2 and [e["reason"] for e in world.events("resnet-auto")])
+        reasons = wait_for(
+            lambda: (
+                len(world.events("resnet-auto")) >= 2 and [e["reason"] for e in world.events("resnet-auto")]
+            )
+        )
         assert reasons == ["Building", "Ready"]
         writes = _requests_for(world, start, "resnet-auto")
         creates = [w for w in writes if w[0] == "POST" and w[1].endswith("/jobs")]
         patches = [w for w in writes if w[0] == "PATCH"]
         assert len(creates) == 3
         assert len(patches) == 2, writes  # Building, then Ready
-        assert len(writes) == 7, writes  # 3 Job creates + 2 status patches + 2 Events (budget: 8) # Building, then Ready: progress in between is batched
-        assert operator.controller.metrics.value("modelengine_builds_succeeded_total", {"target": targets[0]}) == 1
+        assert len(writes) == 7, (
+            writes
+        )  # 3 Job creates + 2 status patches + 2 Events (budget: 8) # Building, then Ready: progress in between is batched
+        assert (
+            operator.controller.metrics.value("modelengine_builds_succeeded_total", {"target": targets[0]})
+            == 1
+        )
     finally:
         operator.stop()
 
@@ -132,19 +154,27 @@ def test_restart_with_everything_ready_makes_no_writes(world: World) -> None:
     start = len(world.cluster.requests())
     operator = world.operator()
     try:
-        wait_for(lambda: operator.controller.metrics.value("modelengine_reconciles_total", {"result": "ok"}) >= 2,
-                 what="the initial reconciles")
+        wait_for(
+            lambda: operator.controller.metrics.value("modelengine_reconciles_total", {"result": "ok"}) >= 2,
+            what="the initial reconciles",
+        )
         wait_for(lambda: operator.controller.idle.is_set(), what="idle")
     finally:
         operator.stop()
-    writes = [r for r in world.cluster.requests()[start:] if str(r.method).upper().endswith(("POST", "PATCH", "PUT", "DELETE"))]
+    writes = [
+        r
+        for r in world.cluster.requests()[start:]
+        if str(r.method).upper().endswith(("POST", "PATCH", "PUT", "DELETE"))
+    ]
     assert writes == []
 
 
 def test_a_builder_failure_reports_the_builders_own_reason(world: World) -> None:
     operator = world.operator()
     try:
-        world.apply(world.modelengine("broken", entrypoint="tiny:broken", targets=[{"computeCapability": "8.9"}]))
+        world.apply(
+            world.modelengine("broken", entrypoint="tiny:broken", targets=[{"computeCapability": "8.9"}])
+        )
         status = wait_for(_phase(world, "broken", "Failed"), timeout=120, what="Failed")
         (engine,) = status["engines"]
         assert engine["phase"] == "Failed"
@@ -152,9 +182,16 @@ def test_a_builder_failure_reports_the_builders_own_reason(world: World) -> None
         assert "BackoffLimitExceeded" not in engine["reason"]
         failed = {c["type"]: c for c in status["conditions"]}["Failed"]
         assert failed["status"] == "True" and "factory exploded" in failed["message"]
-        warnings = wait_for(lambda: [e for e in world.events("broken") if e["type"] == "Warning"], what="a Warning")
+        warnings = wait_for(
+            lambda: [e for e in world.events("broken") if e["type"] == "Warning"], what="a Warning"
+        )
         assert "factory exploded" in warnings[-1]["message"]
-        assert operator.controller.metrics.value("modelengine_builds_failed_total", {"target": "tensorrt-rtx-cc8.9"}) == 1
+        assert (
+            operator.controller.metrics.value(
+                "modelengine_builds_failed_total", {"target": "tensorrt-rtx-cc8.9"}
+            )
+            == 1
+        )
     finally:
         operator.stop()
 
@@ -176,7 +213,9 @@ def test_invalid_modelengines_fail_with_the_validators_lines_and_no_job(world: W
         status = wait_for(_phase(world, "bad-enum", "Failed"), what="Failed (schema)")
         assert "spec.build.precision: must be one of" in status["message"]
         assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "InvalidSpec"
-        wait_for(lambda: any(e["reason"] == "InvalidSpec" for e in world.events("bad-shapes")), what="an Event")
+        wait_for(
+            lambda: any(e["reason"] == "InvalidSpec" for e in world.events("bad-shapes")), what="an Event"
+        )
         assert len(world.jobs()) == jobs_before
     finally:
         operator.stop()
@@ -187,10 +226,18 @@ def test_a_new_gpu_kind_gets_exactly_one_new_job_and_a_vanished_one_is_orphaned(
     try:
         wait_for(_phase(world, "resnet-auto", "Ready"), what="Ready")
         jobs_before = {j["metadata"]["name"] for j in world.jobs()}
-        world.core.create_node(gpu_node("gpu-rtx5090-0", "NVIDIA-GeForce-RTX-5090", "12.0", family="blackwell"))
-        new = wait_for(lambda: [j for j in world.jobs() if j["metadata"]["name"] not in jobs_before], what="a new Job")
-        status = wait_for(lambda: world.status("resnet-auto").get("targetsReady") == "4/4" and world.status("resnet-auto"),
-                          timeout=120, what="4/4", show=lambda: world.status("resnet-auto"))
+        world.core.create_node(
+            gpu_node("gpu-rtx5090-0", "NVIDIA-GeForce-RTX-5090", "12.0", family="blackwell")
+        )
+        new = wait_for(
+            lambda: [j for j in world.jobs() if j["metadata"]["name"] not in jobs_before], what="a new Job"
+        )
+        status = wait_for(
+            lambda: world.status("resnet-auto").get("targetsReady") == "4/4" and world.status("resnet-auto"),
+            timeout=120,
+            what="4/4",
+            show=lambda: world.status("resnet-auto"),
+        )
         assert status["phase"] == "Ready"
         # Both ModelEngines with auto targets want the new kind; one key, one Job.
         assert len([j for j in world.jobs() if j["metadata"]["name"] not in jobs_before]) == 1
@@ -198,8 +245,10 @@ def test_a_new_gpu_kind_gets_exactly_one_new_job_and_a_vanished_one_is_orphaned(
         wait_for(lambda: world.status("resnet-again").get("targetsReady") == "4/4", what="shared key reused")
 
         world.core.delete_node("gpu-a10-0")
-        status = wait_for(lambda: world.status("resnet-auto").get("targetsReady") == "3/3" and world.status("resnet-auto"),
-                          what="3/3 after node removal")
+        status = wait_for(
+            lambda: world.status("resnet-auto").get("targetsReady") == "3/3" and world.status("resnet-auto"),
+            what="3/3 after node removal",
+        )
         orphaned = [e for e in status["engines"] if e["phase"] == "Orphaned"]
         assert [e["target"] for e in orphaned] == ["tensorrt-rtx-cc8.6"]
         assert "tensorrt-rtx-cc8.6: Orphaned" in status["message"]
@@ -211,7 +260,9 @@ def test_a_new_gpu_kind_gets_exactly_one_new_job_and_a_vanished_one_is_orphaned(
 def test_killing_the_operator_mid_build_starts_no_duplicate(world: World) -> None:
     world.node.gate.clear()
     first = world.operator()
-    doc = world.modelengine("restart", targets=[{"computeCapability": "8.9"}, {"computeCapability": "8.0"}], opt=2)
+    doc = world.modelengine(
+        "restart", targets=[{"computeCapability": "8.9"}, {"computeCapability": "8.0"}], opt=2
+    )
     try:
         world.apply(doc)
         wait_for(lambda: len(world.jobs("restart")) == 2, what="2 Jobs")
@@ -225,7 +276,11 @@ def test_killing_the_operator_mid_build_starts_no_duplicate(world: World) -> Non
         status = wait_for(_phase(world, "restart", "Ready"), timeout=120, what="Ready after restart")
         assert status["targetsReady"] == "2/2"
         assert len(world.jobs("restart")) == 2
-        posts = [r for r in world.cluster.requests()[start:] if r.url.path.endswith("/jobs") and "POST" in str(r.method).upper()]
+        posts = [
+            r
+            for r in world.cluster.requests()[start:]
+            if r.url.path.endswith("/jobs") and "POST" in str(r.method).upper()
+        ]
         assert posts == []
     finally:
         world.node.gate.set()
@@ -258,10 +313,14 @@ def test_spec_change_rebuilds_only_changed_keys_and_cleans_superseded_jobs(world
     operator = world.operator()
     try:
         # Full TensorRT: GPU Jobs pinned to the GPU kind; nothing runs them here, they stay pending.
-        doc = world.modelengine("gpu-pinned", targets=[{"computeCapability": "8.0"}, {"product": "NVIDIA-L4"}])
+        doc = world.modelengine(
+            "gpu-pinned", targets=[{"computeCapability": "8.0"}, {"product": "NVIDIA-L4"}]
+        )
         doc["spec"]["build"] = {"backend": "tensorrt"}
         world.apply(doc)
-        jobs = wait_for(lambda: len(world.jobs("gpu-pinned")) == 2 and world.jobs("gpu-pinned"), what="2 GPU Jobs")
+        jobs = wait_for(
+            lambda: len(world.jobs("gpu-pinned")) == 2 and world.jobs("gpu-pinned"), what="2 GPU Jobs"
+        )
         by_target = {j["metadata"]["labels"]["modelengine.io/target"]: j for j in jobs}
         l4 = by_target["tensorrt-cc8.9-nvidia-l4"]["spec"]["template"]["spec"]
         assert l4["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -275,12 +334,23 @@ def test_spec_change_rebuilds_only_changed_keys_and_cleans_superseded_jobs(world
         a100 = by_target["tensorrt-cc8.0"]
         doc["spec"]["targets"] = [{"product": "NVIDIA-L4"}, {"computeCapability": "8.6"}]
         world.apply(doc)
-        wait_for(lambda: world.cluster.get("jobs", NAMESPACE, a100["metadata"]["name"]) is None, what="superseded Job deleted")
+        wait_for(
+            lambda: world.cluster.get("jobs", NAMESPACE, a100["metadata"]["name"]) is None,
+            what="superseded Job deleted",
+        )
         names = {j["metadata"]["name"] for j in world.jobs("gpu-pinned")}
-        assert names == {by_target["tensorrt-cc8.9-nvidia-l4"]["metadata"]["name"], next(
-            j["metadata"]["name"] for j in world.jobs("gpu-pinned") if j["metadata"]["labels"]["modelengine.io/target"] == "tensorrt-cc8.6")}
-        status = wait_for(lambda: world.status("gpu-pinned").get("observedGeneration") == 2 and world.status("gpu-pinned"),
-                          what="generation 2 observed")
+        assert names == {
+            by_target["tensorrt-cc8.9-nvidia-l4"]["metadata"]["name"],
+            next(
+                j["metadata"]["name"]
+                for j in world.jobs("gpu-pinned")
+                if j["metadata"]["labels"]["modelengine.io/target"] == "tensorrt-cc8.6"
+            ),
+        }
+        status = wait_for(
+            lambda: world.status("gpu-pinned").get("observedGeneration") == 2 and world.status("gpu-pinned"),
+            what="generation 2 observed",
+        )
         assert status["phase"] == "Building"
         world.delete("gpu-pinned")
         wait_for(lambda: not world.jobs("gpu-pinned"), what="its Jobs gone")
@@ -292,9 +362,15 @@ def test_build_limits_queue_targets_until_a_slot_frees(world: World) -> None:
     world.node.gate.clear()
     operator = world.operator(options={"max_builds": 1})
     try:
-        world.apply(world.modelengine("queued", targets=[{"computeCapability": "8.6"}, {"computeCapability": "8.0"}], opt=5))
-        status = wait_for(lambda: len(world.status("queued").get("engines") or []) == 2 and world.status("queued"),
-                          what="planned")
+        world.apply(
+            world.modelengine(
+                "queued", targets=[{"computeCapability": "8.6"}, {"computeCapability": "8.0"}], opt=5
+            )
+        )
+        status = wait_for(
+            lambda: len(world.status("queued").get("engines") or []) == 2 and world.status("queued"),
+            what="planned",
+        )
         assert sorted(e["phase"] for e in status["engines"]) == ["Building", "Queued"]
         assert len(world.jobs("queued")) == 1
         assert operator.controller.metrics.value("modelengine_build_queue_length") == 1
@@ -309,14 +385,20 @@ def test_build_limits_queue_targets_until_a_slot_frees(world: World) -> None:
 def test_delete_retention_removes_engines_and_release(world: World) -> None:
     operator = world.operator()
     try:
-        world.apply(world.modelengine("ephemeral", targets=[{"computeCapability": "8.9"}], opt=6, retentionPolicy="Delete"))
+        world.apply(
+            world.modelengine(
+                "ephemeral", targets=[{"computeCapability": "8.9"}], opt=6, retentionPolicy="Delete"
+            )
+        )
         status = wait_for(_phase(world, "ephemeral", "Ready"), timeout=120, what="Ready")
         obj = world.cluster.get("modelengines", NAMESPACE, "ephemeral")
         assert obj is not None and "modelengine.io/finalizer" in obj["metadata"]["finalizers"]
         key = status["engines"][0]["buildKey"]
         s3 = _s3(world)
         assert s3.list_objects_v2(Bucket=world.bucket, Prefix=f"store/engines/{key}/")["KeyCount"] == 2
-        world.custom.delete_namespaced_custom_object("modelengine.io", "v1alpha1", NAMESPACE, "modelengines", "ephemeral")
+        world.custom.delete_namespaced_custom_object(
+            "modelengine.io", "v1alpha1", NAMESPACE, "modelengines", "ephemeral"
+        )
         wait_for(lambda: world.cluster.get("modelengines", NAMESPACE, "ephemeral") is None, what="deleted")
         assert s3.list_objects_v2(Bucket=world.bucket, Prefix=f"store/engines/{key}/")["KeyCount"] == 0
         assert _release(world, "ephemeral") is None
@@ -326,10 +408,12 @@ def test_delete_retention_removes_engines_and_release(world: World) -> None:
 
 
 def test_a_second_replica_stays_passive_and_metrics_and_liveness_are_served(world: World) -> None:
-    world.cluster.inject(lambda k: k.objects.__setitem__(
-        (k.resource("kopf.dev/v1/clusterkopfpeerings"), None, "modelengine"),
-        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "modelengine"}},
-    ))
+    world.cluster.inject(
+        lambda k: k.objects.__setitem__(
+            (k.resource("kopf.dev/v1/clusterkopfpeerings"), None, "modelengine"),
+            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "modelengine"}},
+        )
+    )
     active = world.operator(peering="modelengine", priority=100)
     passive = world.operator(peering="modelengine", priority=50)
     try:

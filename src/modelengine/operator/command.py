@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 from typing import Any
 
-from modelengine.operator.config import DEFAULT_BUILDER_IMAGE, DEFAULT_RUNTIME_IMAGE, ConfigError, OperatorConfig, parse_backend_versions
+from modelengine.operator.config import (
+    DEFAULT_BUILDER_IMAGE,
+    DEFAULT_RUNTIME_IMAGE,
+    ConfigError,
+    OperatorConfig,
+    parse_backend_versions,
+)
 
 log = logging.getLogger("modelengine.operator")
 
@@ -25,26 +32,39 @@ def register(subparsers: Any) -> None:
     )
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
-    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS", help="watch NS (repeatable)")
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], metavar="NS", help="watch NS (repeatable)"
+    )
+    p.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)"
+    )
     p.add_argument("--builder-image", default=DEFAULT_BUILDER_IMAGE, help="image of builder Jobs")
     p.add_argument("--runtime-image", default=DEFAULT_RUNTIME_IMAGE, help="image of the runtime sidecar")
     p.add_argument("--max-builds", type=int, default=16, help="builder Jobs running at once, overall")
-    p.add_argument("--max-builds-per-kind", type=int, default=4, help="builder Jobs running at once per target kind")
+    p.add_argument(
+        "--max-builds-per-kind", type=int, default=4, help="builder Jobs running at once per target kind"
+    )
     p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
     p.add_argument("--liveness-port", type=int, default=8081, help="kopf liveness /healthz port (0: off)")
-    p.add_argument("--peering", metavar="NAME", help="kopf peering object for HA replicas (default: standalone)")
+    p.add_argument(
+        "--peering", metavar="NAME", help="kopf peering object for HA replicas (default: standalone)"
+    )
     p.add_argument("--priority", type=int, help="peering priority (default: random, so one replica leads)")
     p.add_argument(
         "--backend-version",
         action="append",
         default=[],
         metavar="NAME=VERSION",
-        help="backend version of the builder image (part of build keys); default: installed version",
+        help="backend version of the builder image (part of build keys); default: $MODELENGINE_BACKEND_VERSIONS, "
+        "then the installed version",
     )
-    p.add_argument("--job-deadline-seconds", type=int, default=3600, help="activeDeadlineSeconds of builder Jobs")
+    p.add_argument(
+        "--job-deadline-seconds", type=int, default=3600, help="activeDeadlineSeconds of builder Jobs"
+    )
     p.add_argument("--job-backoff-limit", type=int, default=1, help="backoffLimit of builder Jobs")
-    p.add_argument("--status-interval", type=float, default=5.0, help="seconds between progress-only status writes")
+    p.add_argument(
+        "--status-interval", type=float, default=5.0, help="seconds between progress-only status writes"
+    )
     p.set_defaults(func=run)
 
 
@@ -59,11 +79,17 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         runtime_image=args.runtime_image,
         max_builds=args.max_builds,
         max_builds_per_kind=args.max_builds_per_kind,
-        backend_versions=parse_backend_versions(args.backend_version),
+        backend_versions=parse_backend_versions(_env_versions() + args.backend_version),
         job_deadline_seconds=args.job_deadline_seconds,
         job_backoff_limit=args.job_backoff_limit,
         status_interval_seconds=args.status_interval,
     )
+
+
+def _env_versions() -> list[str]:
+    """Defaults baked into the operator image: MODELENGINE_BACKEND_VERSIONS=a=1,b=2."""
+    raw = os.environ.get("MODELENGINE_BACKEND_VERSIONS", "")
+    return [p.strip() for p in raw.split(",") if p.strip()]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -148,7 +148,10 @@ class Controller:
         else:
             changed = self.inventory.update(name, body.get("metadata", {}).get("labels") or {})
         if changed:
-            log.info("GPU kinds now: %s", ", ".join(f"{k.product} ({k.compute_capability})" for k in self.inventory.kinds()))
+            log.info(
+                "GPU kinds now: %s",
+                ", ".join(f"{k.product} ({k.compute_capability})" for k in self.inventory.kinds()),
+            )
             for key, me in list(self.modelengines.items()):
                 targets = (me.get("spec") or {}).get("targets") or []
                 if any(isinstance(t, dict) and (t.get("auto") or t.get("product")) for t in targets):
@@ -178,7 +181,9 @@ class Controller:
         while True:
             try:
                 for node in await self.api.list_nodes():
-                    self.inventory.update(node.get("metadata", {}).get("name", ""), node.get("metadata", {}).get("labels") or {})
+                    self.inventory.update(
+                        node.get("metadata", {}).get("name", ""), node.get("metadata", {}).get("labels") or {}
+                    )
                 break
             except ApiError as err:
                 log.warning("cannot list Nodes yet (retrying): %s", err)
@@ -240,8 +245,13 @@ class Controller:
             )
         except SpecError as err:
             desired = desired_status(
-                engines=[], skipped=[], orphaned=[], generation=generation, model_digest=None,
-                current=current, problems=err.problems,
+                engines=[],
+                skipped=[],
+                orphaned=[],
+                generation=generation,
+                model_digest=None,
+                current=current,
+                problems=err.problems,
             )
             await self._write_status(key, body, desired)
             self._set_plan(key, set())
@@ -252,8 +262,13 @@ class Controller:
         except (StoreError, OSError, ValueError) as err:
             message = f"spec.model.source {me.spec.model.source}: {redact(str(err).splitlines()[0] if str(err) else type(err).__name__)}"
             desired = desired_status(
-                engines=[], skipped=[], orphaned=[], generation=generation, model_digest=None,
-                current=current, error=message,
+                engines=[],
+                skipped=[],
+                orphaned=[],
+                generation=generation,
+                model_digest=None,
+                current=current,
+                error=message,
             )
             await self._write_status(key, body, desired)
             raise StoreError(message) from None
@@ -283,8 +298,12 @@ class Controller:
         self.metrics.queue_length.set(sum(self._queued.values()))
         await self._supersede(key, body, plan)
         desired = desired_status(
-            engines=engines, skipped=plan.skipped, orphaned=[{**e, "phase": EnginePhase.ORPHANED.value} for e in plan.orphaned],
-            generation=generation, model_digest=digest, current=current,
+            engines=engines,
+            skipped=plan.skipped,
+            orphaned=[{**e, "phase": EnginePhase.ORPHANED.value} for e in plan.orphaned],
+            generation=generation,
+            model_digest=digest,
+            current=current,
         )
         if desired["phase"] == "Ready" and differs(current, desired):
             await self._write_release(me, generation, digest, plan, store)
@@ -323,7 +342,9 @@ class Controller:
                 if manifest is None:
                     return self._failed(base, name, "the builder succeeded but published no manifest")
                 self._count_finished((key[0], name), target.name, manifest.build_seconds, ok=True)
-                ours = ((job.get("metadata") or {}).get("labels") or {}).get(jobspec.LABEL_NAME) == key[1][:63]
+                ours = ((job.get("metadata") or {}).get("labels") or {}).get(jobspec.LABEL_NAME) == key[1][
+                    :63
+                ]
                 if not ours:
                     self.metrics.cache_hits.inc()  # built for another ModelEngine: a cache hit here
                 return _ready(base, manifest, store, job_name=name if ours else None, cached=not ours)
@@ -337,7 +358,9 @@ class Controller:
         if previous is not None and previous.get("phase") == EnginePhase.FAILED.value:
             return previous  # its Job is gone (TTL); a changed spec gives a new key and a new build
         if not self.limiter.can_start(target.name):
-            return base.model_copy(update={"phase": EnginePhase.QUEUED, "reason": "waiting for a build slot"}).to_wire()
+            return base.model_copy(
+                update={"phase": EnginePhase.QUEUED, "reason": "waiting for a build slot"}
+            ).to_wire()
         manifest_job = jobspec.build_job(
             me=me,
             uid=(body.get("metadata") or {}).get("uid"),
@@ -347,7 +370,11 @@ class Controller:
             config=self.config,
         )
         # Seen as running until the watch delivers the real object: no second create.
-        self.jobs[(key[0], name)] = {"metadata": manifest_job["metadata"], "spec": manifest_job["spec"], "status": {}}
+        self.jobs[(key[0], name)] = {
+            "metadata": manifest_job["metadata"],
+            "spec": manifest_job["spec"],
+            "status": {},
+        }
         try:
             await self.api.create_job(key[0], manifest_job)
             self.metrics.builds_started.labels(target=target.name).inc()
@@ -362,7 +389,9 @@ class Controller:
         return base.model_copy(update={"job_name": name}).to_wire()
 
     def _failed(self, base: EngineStatus, job_name: str, reason: str) -> dict[str, Any]:
-        return base.model_copy(update={"phase": EnginePhase.FAILED, "job_name": job_name, "reason": reason}).to_wire()
+        return base.model_copy(
+            update={"phase": EnginePhase.FAILED, "job_name": job_name, "reason": reason}
+        ).to_wire()
 
     def _count_finished(self, job: Key, target: str, seconds: float | None, *, ok: bool) -> None:
         if job in self._counted:
@@ -395,7 +424,9 @@ class Controller:
         except ApiError as err:
             log.warning("cannot read the Pods of %s/%s: %s", namespace, name, err)
             pods = []
-        for pod in sorted(pods, key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True):
+        for pod in sorted(
+            pods, key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True
+        ):
             reason = _termination_reason(pod)
             if reason:
                 break
@@ -430,7 +461,7 @@ class Controller:
         want = me.spec.retention_policy is RetentionPolicy.DELETE
         if want == (FINALIZER in finalizers):
             return
-        new = finalizers + [FINALIZER] if want else [f for f in finalizers if f != FINALIZER]
+        new = [*finalizers, FINALIZER] if want else [f for f in finalizers if f != FINALIZER]
         await self.api.patch_metadata(key[0], key[1], {"finalizers": new})
         meta["finalizers"] = new
 
@@ -453,7 +484,9 @@ class Controller:
         storage = StorageSpec.model_validate((body.get("spec") or {}).get("storage") or {})
         store = await self.stores.store_for(key[0], storage)
         others = {k for other, plan in self._plans.items() if other != key for k in plan}
-        keys = {e.get("buildKey") for e in (body.get("status") or {}).get("engines") or [] if isinstance(e, dict)}
+        keys = {
+            e.get("buildKey") for e in (body.get("status") or {}).get("engines") or [] if isinstance(e, dict)
+        }
 
         def delete() -> None:
             for build_key in sorted(k for k in keys if k and k not in others):
@@ -464,7 +497,9 @@ class Controller:
             store.delete(release_key(*key))
 
         await asyncio.to_thread(delete)
-        self.post_event(body, "Normal", "EnginesDeleted", f"deleted {len(keys)} engine(s) and the release record")
+        self.post_event(
+            body, "Normal", "EnginesDeleted", f"deleted {len(keys)} engine(s) and the release record"
+        )
 
     async def _write_release(
         self, me: ModelEngine, generation: int | None, digest: str, plan: Plan, store: ObjectStore
@@ -506,7 +541,11 @@ class Controller:
 
         def write() -> None:
             existing = read_release(store, record.namespace, record.name)
-            if existing is not None and existing.engines == record.engines and existing.generation == record.generation:
+            if (
+                existing is not None
+                and existing.engines == record.engines
+                and existing.generation == record.generation
+            ):
                 return
             write_release(store, record)
 
@@ -517,7 +556,10 @@ class Controller:
         if not differs(current, desired):
             return
         loop = asyncio.get_running_loop()
-        if current.get("phase") == desired["phase"] and current.get("observedGeneration") == desired["observedGeneration"]:
+        if (
+            current.get("phase") == desired["phase"]
+            and current.get("observedGeneration") == desired["observedGeneration"]
+        ):
             # Progress only (one of several builds finished): batch it with what follows.
             due = self._last_write.get(key, 0.0) + self.config.status_interval_seconds
             if loop.time() < due:
@@ -554,7 +596,10 @@ class Controller:
             self.post_event(body, "Warning", conds["Failed"]["reason"], conds["Failed"]["message"][:1000])
         elif phase == "PartiallyReady":
             self.post_event(
-                body, "Warning", "PartiallyReady", f"{status['targetsReady']} ready; {conds['Failed']['message']}"[:1000]
+                body,
+                "Warning",
+                "PartiallyReady",
+                f"{status['targetsReady']} ready; {conds['Failed']['message']}"[:1000],
             )
 
     def _set_plan(self, key: Key, build_keys: set[str]) -> None:
@@ -639,7 +684,8 @@ def _key(body: dict[str, Any]) -> Key:
 
 def _plain(body: Any) -> dict[str, Any]:
     """A detached, mutable copy of a kopf body (kopf's bodies are live views)."""
-    return json.loads(json.dumps(dict(body)))
+    copied: dict[str, Any] = json.loads(json.dumps(dict(body)))
+    return copied
 
 
 def event_ref(body: dict[str, Any]) -> dict[str, Any]:

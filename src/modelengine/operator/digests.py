@@ -70,7 +70,13 @@ class DigestCache:
         return tuple(self._fingerprint(u, endpoint_url) for u in uris)
 
     async def digest(self, model: ModelSource, *, endpoint_url: str | None = None) -> str:
-        ref = (model.source, model.weights or "", model.format.value, model.entrypoint or "", endpoint_url or "")
+        ref = (
+            model.source,
+            model.weights or "",
+            model.format.value,
+            model.entrypoint or "",
+            endpoint_url or "",
+        )
         prints = await asyncio.to_thread(self._fingerprints, model, endpoint_url)
         key = ref + prints
         cached = self._digests.get(key)

@@ -46,7 +46,11 @@ def resource_json(me: ModelEngine, generation: int) -> str:
 
 def target_json(target: ResolvedTarget) -> str:
     return json.dumps(
-        {"backend": target.backend.value, "computeCapability": target.compute_capability, "product": target.product},
+        {
+            "backend": target.backend.value,
+            "computeCapability": target.compute_capability,
+            "product": target.product,
+        },
         separators=(",", ":"),
     )
 
@@ -64,7 +68,9 @@ def _affinity(target: ResolvedTarget) -> dict[str, Any]:
         terms = [{"key": nodes.PRESENT, "operator": "DoesNotExist"}]
     return {
         "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": terms}]}
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": terms}]
+            }
         }
     }
 
@@ -108,8 +114,7 @@ def build_job(
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 65532,
+            "runAsNonRoot": True,  # the image's numeric USER (the builder image: 10001)
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
@@ -120,7 +125,11 @@ def build_job(
     secret = me.spec.storage.secret_ref
     if secret is not None:
         container["envFrom"] = [{"secretRef": {"name": secret.name}}]
-    metadata: dict[str, Any] = {"name": job_name(build_key), "namespace": me.metadata.namespace, "labels": labels}
+    metadata: dict[str, Any] = {
+        "name": job_name(build_key),
+        "namespace": me.metadata.namespace,
+        "labels": labels,
+    }
     if uid:
         metadata["ownerReferences"] = [
             {
@@ -145,7 +154,7 @@ def build_job(
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "fsGroup": 65532},
+                    "securityContext": {"runAsNonRoot": True},
                     "affinity": _affinity(target),
                     "tolerations": tolerations,
                     "containers": [container],

@@ -57,7 +57,9 @@ def _message(err: Exception) -> str:
 class ClientApi:
     """`KubeApi` over the official client; each call runs in a small thread pool."""
 
-    def __init__(self, *, kubeconfig: str | None = None, user_agent: str = "modelengine-operator", workers: int = 8):
+    def __init__(
+        self, *, kubeconfig: str | None = None, user_agent: str = "modelengine-operator", workers: int = 8
+    ):
         from kubernetes import client, config
 
         try:
@@ -146,7 +148,10 @@ class ClientApi:
         import json
 
         raw = await self._call(
-            self._core.list_namespaced_pod, namespace, label_selector=f"job-name={job_name}", _preload_content=False
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=f"job-name={job_name}",
+            _preload_content=False,
         )
         items: list[dict[str, Any]] = json.loads(raw.data).get("items") or []
         return [p for p in items if (p.get("metadata", {}).get("labels") or {}).get("job-name") == job_name]

@@ -12,11 +12,15 @@ class Metrics:
         self.reconciles = Counter(
             "modelengine_reconciles", "ModelEngine reconciliations", ["result"], registry=r
         )
-        self.builds_started = Counter("modelengine_builds_started", "Builder Jobs created", ["target"], registry=r)
+        self.builds_started = Counter(
+            "modelengine_builds_started", "Builder Jobs created", ["target"], registry=r
+        )
         self.builds_succeeded = Counter(
             "modelengine_builds_succeeded", "Builder Jobs that published an engine", ["target"], registry=r
         )
-        self.builds_failed = Counter("modelengine_builds_failed", "Builder Jobs that failed", ["target"], registry=r)
+        self.builds_failed = Counter(
+            "modelengine_builds_failed", "Builder Jobs that failed", ["target"], registry=r
+        )
         self.build_duration = Histogram(
             "modelengine_build_duration_seconds",
             "Engine build time reported by the builder",
@@ -24,8 +28,12 @@ class Metrics:
             buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
             registry=r,
         )
-        self.cache_hits = Counter("modelengine_cache_hits", "Targets found already built in the store", registry=r)
-        self.queue_length = Gauge("modelengine_build_queue_length", "Targets waiting for a build slot", registry=r)
+        self.cache_hits = Counter(
+            "modelengine_cache_hits", "Targets found already built in the store", registry=r
+        )
+        self.queue_length = Gauge(
+            "modelengine_build_queue_length", "Targets waiting for a build slot", registry=r
+        )
         self.jobs_in_flight = Gauge("modelengine_jobs_in_flight", "Builder Jobs running", registry=r)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:

@@ -9,6 +9,7 @@ change replaced are simply gone: their Jobs are superseded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ def make_plan(
     gpu_kinds: list[GpuKind],
     products: dict[str, str],
     model_digest: str,
-    versions: dict[BackendName, str | None],
+    versions: Mapping[BackendName, str | None],
     previous_engines: list[dict[str, Any]],
 ) -> Plan:
     resolution = resolve_targets(spec, gpu_kinds, products=products)
@@ -58,12 +59,12 @@ def make_plan(
     for engine in previous_engines:
         if engine.get("buildKey") in planned_keys or engine.get("phase") not in ("Ready", "Orphaned"):
             continue
-        target = _target_of(engine)
+        old = _target_of(engine)
         version = engine.get("backendVersion")
-        if target is None or not version or not _node_dependent(spec, target):
+        if old is None or not version or not _node_dependent(spec, old):
             continue
-        still = build_key(model_digest=model_digest, spec=spec, target=target, backend_version=version)
-        if still == engine.get("buildKey") and versions.get(target.backend) == version:
+        still = build_key(model_digest=model_digest, spec=spec, target=old, backend_version=version)
+        if still == engine.get("buildKey") and versions.get(old.backend) == version:
             plan.orphaned.append(engine)
     return plan
 
@@ -79,7 +80,7 @@ def _node_dependent(spec: ModelEngineSpec, target: ResolvedTarget) -> bool:
 
 def _target_of(engine: dict[str, Any]) -> ResolvedTarget | None:
     try:
-        backend = BackendName(engine.get("backend"))
+        backend = BackendName(str(engine.get("backend")))
     except ValueError:
         return None
     return ResolvedTarget(backend, engine.get("computeCapability"), engine.get("product"))

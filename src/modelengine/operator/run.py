@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -40,7 +40,7 @@ def connection_info(api: Any) -> kopf.ConnectionInfo:
 
 
 def post_event(body: dict[str, Any], etype: str, reason: str, message: str) -> None:
-    kopf.event(event_ref(body), type=etype, reason=reason, message=message)
+    kopf.event(cast(kopf.Body, event_ref(body)), type=etype, reason=reason, message=message)
 
 
 def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None) -> kopf.OperatorRegistry:
@@ -64,19 +64,19 @@ def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None)
             return login
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
-    async def modelengine_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    async def modelengine_event(type: str, body: kopf.Body, **_: Any) -> None:
         controller.start()  # first event: inside kopf's context, so events can be posted
-        controller.observe_modelengine(event.get("type"), dict(body))
+        controller.observe_modelengine(type, dict(body))
 
     @kopf.on.event("batch", "v1", "jobs", labels={jobspec.LABEL_KEY: kopf.PRESENT}, registry=registry)
-    async def job_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    async def job_event(type: str, body: kopf.Body, **_: Any) -> None:
         controller.start()  # first event: inside kopf's context, so events can be posted
-        controller.observe_job(event.get("type"), dict(body))
+        controller.observe_job(type, dict(body))
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
-    async def node_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    async def node_event(type: str, body: kopf.Body, **_: Any) -> None:
         controller.start()  # first event: inside kopf's context, so events can be posted
-        controller.observe_node(event.get("type"), dict(body))
+        controller.observe_node(type, dict(body))
 
     return registry
 

@@ -62,7 +62,9 @@ def desired_status(
 ) -> dict[str, Any]:
     """The status a ModelEngine should have; `problems` = invalid spec, `error` = cannot plan."""
     current = current or {}
-    conds = {c.get("type"): c for c in current.get("conditions") or [] if isinstance(c, dict)}
+    conds: dict[str, Any] = {
+        str(c.get("type")): c for c in current.get("conditions") or [] if isinstance(c, dict)
+    }
     if problems or error:
         reason = "InvalidSpec" if problems else "PlanningFailed"
         message = "\n".join(problems) if problems else (error or "")
@@ -107,9 +109,24 @@ def desired_status(
                 generation,
                 conds,
             ),
-            _condition("Building", bool(building), "BuildsRunning" if building else "Idle", build_msg, generation, conds),
-            _condition("Failed", bool(failed) or (not engines and bool(skipped)), "BuildFailed" if failed else
-                       ("NoBuildableTarget" if not engines and skipped else "NoFailures"), fail_msg, generation, conds),
+            _condition(
+                "Building",
+                bool(building),
+                "BuildsRunning" if building else "Idle",
+                build_msg,
+                generation,
+                conds,
+            ),
+            _condition(
+                "Failed",
+                bool(failed) or (not engines and bool(skipped)),
+                "BuildFailed"
+                if failed
+                else ("NoBuildableTarget" if not engines and skipped else "NoFailures"),
+                fail_msg,
+                generation,
+                conds,
+            ),
         ],
         "message": "; ".join(notes) or None,
     }
