@@ -20,6 +20,7 @@ The steps, in order, each failing with one `ExportError` line:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,69 +167,24 @@ def export_onnx(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
-    method = spec.export.method
-    warnings: list[str] = []
-    frozen: list[BranchReport] = []
-    scripted_sites: list[Site] = []
-
+    traced = _Traced()
     if loaded.format is ModelFormat.ONNX:
         assert loaded.onnx_path is not None
         progress(f"copying ONNX model {loaded.onnx_path.name}")
         copy_onnx(loaded.onnx_path, out_dir)
         method_name = "onnx"
     else:
-        import torch
-
         module = loaded.module
         if module is None:
             raise ExportError(f"cannot read model {loaded.source_path}: nothing was loaded")
         args = example_inputs(spec.export.inputs, "opt")
         progress(f"checking the model on example inputs ({_shape_text(args)})")
         preflight(spec, module, args)
-        method_name = method.value
-        if method is ExportMethod.DYNAMO:
-            if loaded.format is ModelFormat.TORCHSCRIPT:
-                raise ExportError(
-                    "spec.export.method: a TorchScript model cannot be exported with dynamo; use trace or script"
-                )
-            if loaded.exported_program is not None:
-                program = loaded.exported_program
-                check_program_dims(program, spec.export.inputs)
-            else:
-                progress("torch.export (dynamo)")
-                program = export_program(module, args, spec.export.inputs)
-            progress("converting the exported program to ONNX")
-            program_to_onnx(
-                program,
-                args,
-                path,
-                inputs=[t.name for t in spec.export.inputs],
-                outputs=list(spec.export.outputs),
-                opset=spec.export.opset,
-            )
-            name_dynamic_dims(path, [t.name for t in spec.export.inputs])
+        method_name = spec.export.method.value
+        if spec.export.method is ExportMethod.DYNAMO:
+            _export_dynamo(spec, loaded, module, args, path, progress)
         else:
-            if method is ExportMethod.SCRIPT:
-                progress("scripting the model (torch.jit.script)")
-                model = script_module(module)
-                scripted_sites = scripted_if_sites(model)
-                notes = TracerNotes()
-            else:
-                source = module
-                if method is ExportMethod.MIXED:
-                    progress(f"scripting sub-modules {', '.join(spec.export.script_modules)}")
-                    source = script_parts(module, spec.export.script_modules)
-                progress(f"tracing the model ({'mixed' if method is ExportMethod.MIXED else 'trace'})")
-                model, notes = _trace(source, args)
-                scripted_sites = scripted_if_sites(model)
-                if isinstance(module, torch.jit.ScriptModule) and method is ExportMethod.TRACE:
-                    warnings.append(
-                        "the model is a TorchScript file: branches frozen when it was traced cannot be seen here"
-                    )
-            progress("exporting ONNX (TorchScript exporter)")
-            _torchscript_export(spec, model, args, path)
-            frozen = _frozen_reports(module, args, notes)
-            warnings.extend(f"tracer: {w}" for w in notes.other)
+            traced = _export_torchscript(spec, module, args, path, progress)
 
     progress("ONNX checker and shape inference")
     proto = check_and_infer(path)
@@ -238,24 +194,91 @@ def export_onnx(
         raise ExportError(
             f"spec.export.outputs names {len(spec.export.outputs)} output(s) but the ONNX model has {len(outputs)}"
         )
-
-    branches = frozen + _kept_reports(proto, scripted_sites)
-    for b in frozen:
+    warnings = list(traced.warnings)
+    for b in traced.frozen:
         warnings.append(
-            f"branch at {b.describe()} frozen by tracing (the trace kept `{b.kept}`); "
-            f"fix: {CONTROL_FLOW_FIXES}"
+            f"branch at {b.describe()} frozen by tracing (the trace kept `{b.kept}`); fix: {CONTROL_FLOW_FIXES}"
         )
-    files = [path, *(p for p in data_files(proto, out_dir) if p.is_file())]
     return ExportResult(
         onnx_path=path,
-        files=files,
+        files=[path, *(p for p in data_files(proto, out_dir) if p.is_file())],
         inputs=inputs,
         outputs=outputs,
-        branches=branches,
+        branches=traced.frozen + _kept_reports(proto, traced.scripted_sites),
         warnings=warnings,
         method=method_name,
         opset=opset_of(proto),
     )
+
+
+@dataclass
+class _Traced:
+    """What the TorchScript-exporter methods learn on the way (empty for dynamo and ONNX)."""
+
+    frozen: list[BranchReport] = field(default_factory=list)
+    scripted_sites: list[Site] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _export_dynamo(
+    spec: ModelEngineSpec,
+    loaded: LoadedModel,
+    module: Any,
+    args: tuple[Any, ...],
+    path: Path,
+    progress: Callable[[str], None],
+) -> None:
+    if loaded.format is ModelFormat.TORCHSCRIPT:
+        raise ExportError(
+            "spec.export.method: a TorchScript model cannot be exported with dynamo; use trace or script"
+        )
+    if loaded.exported_program is not None:
+        program = loaded.exported_program
+        check_program_dims(program, spec.export.inputs)
+    else:
+        progress("torch.export (dynamo)")
+        program = export_program(module, args, spec.export.inputs)
+    progress("converting the exported program to ONNX")
+    names = [t.name for t in spec.export.inputs]
+    program_to_onnx(
+        program, args, path, inputs=names, outputs=list(spec.export.outputs), opset=spec.export.opset
+    )
+    name_dynamic_dims(path, names)
+
+
+def _export_torchscript(
+    spec: ModelEngineSpec,
+    module: Any,
+    args: tuple[Any, ...],
+    path: Path,
+    progress: Callable[[str], None],
+) -> _Traced:
+    """trace, script or mixed, then the TorchScript exporter (dynamo=False)."""
+    import torch
+
+    method = spec.export.method
+    out = _Traced()
+    if method is ExportMethod.SCRIPT:
+        progress("scripting the model (torch.jit.script)")
+        model = script_module(module)
+        notes = TracerNotes()
+    else:
+        source = module
+        if method is ExportMethod.MIXED:
+            progress(f"scripting sub-modules {', '.join(spec.export.script_modules)}")
+            source = script_parts(module, spec.export.script_modules)
+        progress(f"tracing the model ({method.value})")
+        model, notes = _trace(source, args)
+        if isinstance(module, torch.jit.ScriptModule) and method is ExportMethod.TRACE:
+            out.warnings.append(
+                "the model is a TorchScript file: branches frozen when it was traced cannot be seen here"
+            )
+    out.scripted_sites = scripted_if_sites(model)
+    progress("exporting ONNX (TorchScript exporter)")
+    _torchscript_export(spec, model, args, path)
+    out.frozen = _frozen_reports(module, args, notes)
+    out.warnings.extend(f"tracer: {w}" for w in notes.other)
+    return out
 
 
 def _kept_reports(proto: Any, scripted_sites: list[Site]) -> list[BranchReport]:
