@@ -210,3 +210,32 @@ def test_frozen_gate_on_a_second_input_with_its_own_dynamic_dims(tmp_path: Path)
         f"control flow frozen by tracing at two_inputs.py:{line} `if bias.min() >= 0:` — input `x` ["
     )
     assert "`bias` [4] = " in text and "takes `else` (the trace kept `then`)" in text
+
+
+def test_a_model_that_rejects_part_of_the_profile(tmp_path: Path) -> None:
+    (tmp_path / "small_only.py").write_text(
+        textwrap.dedent("""
+        import torch
+        from torch import nn
+
+
+        class SmallOnly(nn.Module):
+            def forward(self, x):
+                if x.shape[0] > 8:
+                    raise ValueError("batches above 8 are not supported")
+                return x * 2
+
+
+        def make():
+            return SmallOnly()
+        """)
+    )
+    spec = make_spec(source=tmp_path, entrypoint="small_only:make")
+    loaded = load_model(spec.model, source_path=tmp_path)
+    result = export_onnx(spec, loaded, out_dir=tmp_path / "out")
+    with pytest.raises(VerificationError) as err:
+        verify_export(spec, loaded, result)
+    assert str(err.value) == (
+        "the PyTorch model fails on input shape(s) [16, 3, 32, 32] from the spec's profile: "
+        "ValueError: batches above 8 are not supported"
+    )

@@ -95,7 +95,7 @@ def verify_export(
     covered = [[list(a.shape) for a in args] for args in batch]
     # All PyTorch runs first, then all ONNX Runtime runs: alternating them makes each
     # side's idle worker threads (OpenMP, ORT) spin against the other on a small machine.
-    references = [run_reference(module, args) for args in batch]
+    references = [_reference(module, args) for args in batch]
     for i, (args, reference) in enumerate(zip(batch, references, strict=True)):
         result = compare(names, reference, run_onnx(args), rtol=settings.rtol, atol=settings.atol)
         max_abs, max_rel = max(max_abs, result.max_abs), max(max_rel, result.max_rel)
@@ -154,6 +154,16 @@ def verify_export(
             report=report,
         )
     return report
+
+
+def _reference(module: Any, args: tuple[Any, ...]) -> list[Any]:
+    try:
+        return run_reference(module, args)
+    except Exception as err:
+        raise VerificationError(
+            f"the PyTorch model fails on input shape(s) {_shapes(args)} from the spec's profile: "
+            f"{type(err).__name__}: {first_line(err)}"
+        ) from None
 
 
 def _tracer_hint(export: ExportResult) -> str:
