@@ -164,6 +164,17 @@ def export_onnx(
     out_dir: Path,
     progress: Callable[[str], None] = _no_progress,
 ) -> ExportResult:
+    try:
+        return _export_onnx(spec, loaded, Path(out_dir), progress)
+    except ExportError:
+        raise
+    except Exception as err:  # anything unforeseen still reaches the user as one line
+        raise ExportError(f"export failed: {type(err).__name__}: {first_line(err)}") from err
+
+
+def _export_onnx(
+    spec: ModelEngineSpec, loaded: LoadedModel, out_dir: Path, progress: Callable[[str], None]
+) -> ExportResult:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"

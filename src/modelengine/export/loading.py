@@ -26,7 +26,17 @@ from modelengine.export.errors import ExportError, LoadedModel, first_line
 
 
 def load_model(model: ModelSource, *, source_path: Path, weights_path: Path | None = None) -> LoadedModel:
-    source_path = Path(source_path)
+    try:
+        return _load(model, Path(source_path), weights_path)
+    except ExportError:
+        raise
+    except Exception as err:  # anything unforeseen still reaches the user as one line
+        raise ExportError(
+            f"cannot read model {source_path}: {type(err).__name__}: {first_line(err)}"
+        ) from err
+
+
+def _load(model: ModelSource, source_path: Path, weights_path: Path | None) -> LoadedModel:
     if not source_path.exists():
         raise ExportError(f"cannot read model {source_path}: no such file or directory")
     fmt = model.format

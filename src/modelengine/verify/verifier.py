@@ -44,6 +44,17 @@ def verify_export(
     *,
     progress: Callable[[str], None] = _no_progress,
 ) -> VerifyReport:
+    try:
+        return _verify(spec, loaded, export, progress)
+    except VerificationError:
+        raise
+    except Exception as err:  # anything unforeseen still reaches the user as one line
+        raise VerificationError(f"verification failed: {type(err).__name__}: {first_line(err)}") from err
+
+
+def _verify(
+    spec: ModelEngineSpec, loaded: LoadedModel, export: ExportResult, progress: Callable[[str], None]
+) -> VerifyReport:
     import torch
 
     settings = spec.export.verify
