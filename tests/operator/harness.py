@@ -22,6 +22,7 @@ import yaml
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.controller import Controller
 from modelengine.operator.kube import ClientApi
+from modelengine.operator.leader import LeaseElector
 from modelengine.operator.run import connection_info, operate
 from modelengine.operator.storage import StoreProvider
 from tests.operator.fakekube import KubeEmulator
@@ -77,6 +78,12 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
         singular="customresourcedefinition",
         namespaced=False,
         verbs={"get", "list", "watch"},
+    ),
+    "coordination.k8s.io/v1/leases": kmock.ResourceInfo(
+        kind="Lease",
+        singular="lease",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
     "kopf.dev/v1/kopfpeerings": kmock.ResourceInfo(
         kind="KopfPeering",
@@ -227,15 +234,35 @@ class OperatorThread:
         namespaces: list[str] | None = None,
         peering: str | None = None,
         priority: int = 0,
+        lease_identity: str | None = None,
+        liveness_endpoint: str | None = None,
     ) -> None:
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.api = ClientApi(kubeconfig=str(kubeconfig), user_agent=config.identity, workers=config.workers)
+        elector = None
+        if lease_identity is not None:
+            elector = LeaseElector(
+                api=self.api,
+                namespace="default",
+                name="modelengine-operator",
+                identity=lease_identity,
+                duration_seconds=3,
+                renew_seconds=0.3,
+            )
         self.controller = Controller(
-            config=config, api=self.api, stores=StoreProvider(read_secret=self.api.read_secret)
+            config=config,
+            api=self.api,
+            stores=StoreProvider(read_secret=self.api.read_secret),
+            elector=elector,
         )
         self.error: BaseException | None = None
-        self._kwargs = dict(namespaces=namespaces or [], peering=peering, priority=priority)
+        self._kwargs = dict(
+            namespaces=namespaces or [],
+            peering=peering,
+            priority=priority,
+            liveness_endpoint=liveness_endpoint,
+        )
         self.thread = threading.Thread(target=self._run, name=f"operator-{config.identity}", daemon=True)
         self.thread.start()
         if not self.ready_flag.wait(30):

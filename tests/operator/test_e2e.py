@@ -414,7 +414,10 @@ def test_a_second_replica_stays_passive_and_metrics_and_liveness_are_served(worl
             {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "modelengine"}},
         )
     )
-    active = world.operator(peering="modelengine", priority=100)
+    liveness = free_port()
+    active = world.operator(
+        peering="modelengine", priority=100, liveness_endpoint=f"http://127.0.0.1:{liveness}/healthz"
+    )
     passive = world.operator(peering="modelengine", priority=50)
     try:
         world.apply(world.modelengine("ha", opt=4))
@@ -425,6 +428,36 @@ def test_a_second_replica_stays_passive_and_metrics_and_liveness_are_served(worl
         active.controller.metrics.serve(port, addr="127.0.0.1")
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert "modelengine_reconciles_total" in text and "modelengine_jobs_in_flight" in text
+        health = urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=5)
+        assert health.status == 200
     finally:
         passive.stop()
         active.stop()
+
+
+def test_lease_leader_election_keeps_the_second_replica_passive_until_the_leader_stops(world: World) -> None:
+    first = world.operator(lease_identity="replica-a")
+    wait_for(
+        lambda: first.controller.elector is not None and first.controller.elector.leading.is_set(),
+        what="leader",
+    )
+    second = world.operator(lease_identity="replica-b")
+    try:
+        world.apply(world.modelengine("lease-one", opt=4))
+        wait_for(_phase(world, "lease-one", "Ready"), timeout=30, what="Ready through the leader")
+        assert second.controller.elector is not None and not second.controller.elector.leading.is_set()
+        assert second.controller.metrics.value("modelengine_reconciles_total", {"result": "ok"}) == 0
+        lease = world.cluster.get("leases", NAMESPACE, "modelengine-operator")
+        assert lease is not None and lease["spec"]["holderIdentity"] == "replica-a"
+        first.stop()  # a stopping leader releases the Lease: failover without waiting for expiry
+        wait_for(
+            lambda: second.controller.elector is not None and second.controller.elector.leading.is_set(),
+            timeout=10,
+            what="failover",
+        )
+        world.apply(world.modelengine("lease-two", opt=4))
+        wait_for(_phase(world, "lease-two", "Ready"), timeout=30, what="Ready through the new leader")
+        assert second.controller.metrics.value("modelengine_reconciles_total", {"result": "ok"}) >= 1
+    finally:
+        first.stop()
+        second.stop()

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import random
+import socket
 from typing import Any
 
 from modelengine.operator.config import (
@@ -47,7 +48,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
     p.add_argument("--liveness-port", type=int, default=8081, help="kopf liveness /healthz port (0: off)")
     p.add_argument(
-        "--peering", metavar="NAME", help="kopf peering object for HA replicas (default: standalone)"
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only the holder of a coordination.k8s.io Lease reconciles (default: on when $POD_NAMESPACE is set)",
+    )
+    p.add_argument("--lease-name", default="modelengine-operator", help="name of the leader-election Lease")
+    p.add_argument("--lease-namespace", help="namespace of the Lease (default: $POD_NAMESPACE)")
+    p.add_argument(
+        "--peering", metavar="NAME", help="kopf peering object for HA replicas, when leader election is off"
     )
     p.add_argument("--priority", type=int, help="peering priority (default: random, so one replica leads)")
     p.add_argument(
@@ -103,7 +112,23 @@ def run(args: argparse.Namespace) -> int:
         api = ClientApi(kubeconfig=args.kubeconfig, user_agent=config.identity, workers=config.workers)
     except ApiError as err:
         raise ConfigError(str(err)) from None
-    controller = Controller(config=config, api=api, stores=StoreProvider(read_secret=api.read_secret))
+    elector = None
+    lease_namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE")
+    use_lease = args.leader_election if args.leader_election is not None else bool(lease_namespace)
+    peering = args.peering
+    if use_lease:
+        from modelengine.operator.leader import LeaseElector
+
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        elector = LeaseElector(
+            api=api, namespace=lease_namespace or "default", name=args.lease_name, identity=identity
+        )
+        if peering:
+            log.warning("--peering %s ignored: leader election through a Lease is on", peering)
+            peering = None
+    controller = Controller(
+        config=config, api=api, stores=StoreProvider(read_secret=api.read_secret), elector=elector
+    )
     if args.metrics_port:
         controller.metrics.serve(args.metrics_port)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
@@ -119,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 controller,
                 login=connection_info(api),
                 namespaces=args.namespace,
-                peering=args.peering,
+                peering=peering,
                 priority=priority,
                 liveness_endpoint=liveness,
             )

@@ -43,6 +43,7 @@ from modelengine.operator import jobs as jobspec
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.digests import DigestCache
 from modelengine.operator.kube import ApiError, KubeApi
+from modelengine.operator.leader import LeaseElector
 from modelengine.operator.limiter import BuildLimiter
 from modelengine.operator.metrics import Metrics
 from modelengine.operator.nodes import NodeInventory
@@ -71,6 +72,7 @@ class Controller:
         digests: DigestCache | None = None,
         metrics: Metrics | None = None,
         post_event: EventPoster | None = None,
+        elector: LeaseElector | None = None,
     ) -> None:
         self.config = config
         self.api = api
@@ -78,6 +80,7 @@ class Controller:
         self.digests = digests or DigestCache()
         self.metrics = metrics or Metrics()
         self.post_event = post_event or (lambda body, etype, reason, message: None)
+        self.elector = elector
         self.inventory = NodeInventory()
         self.limiter = BuildLimiter(max_builds=config.max_builds, max_per_kind=config.max_builds_per_kind)
         self.modelengines: dict[Key, dict[str, Any]] = {}
@@ -173,6 +176,8 @@ class Controller:
         """Start the workers (idempotent), from the context they post events in."""
         if self._workers:
             return
+        if self.elector is not None:
+            self._workers.append(asyncio.create_task(self.elector.run(), name="modelengine-lease"))
         self._workers.append(asyncio.create_task(self._prime_and_work(), name="modelengine-worker-0"))
 
     async def _prime_and_work(self) -> None:
@@ -200,6 +205,8 @@ class Controller:
 
     async def _worker(self) -> None:
         while True:
+            if self.elector is not None:
+                await self.elector.leading.wait()  # a passive replica keeps warm caches, no writes
             key = await self._queue.get()
             self._pending.discard(key)
             self._active.add(key)

@@ -82,6 +82,7 @@ class ClientApi:
         self._batch = client.BatchV1Api(self._api)
         self._core = client.CoreV1Api(self._api)
         self._custom = client.CustomObjectsApi(self._api)
+        self._coordination = client.CoordinationV1Api(self._api)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube-api")
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -174,6 +175,43 @@ class ClientApi:
         raw = await self._call(self._core.list_node, _preload_content=False)
         items: list[dict[str, Any]] = json.loads(raw.data).get("items") or []
         return items
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        import json
+
+        try:
+            raw = await self._call(
+                self._coordination.read_namespaced_lease, name, namespace, _preload_content=False
+            )
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+        lease: dict[str, Any] = json.loads(raw.data)
+        return lease
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        raw = await self._call(
+            self._coordination.create_namespaced_lease, namespace, body, _preload_content=False
+        )
+        lease: dict[str, Any] = json.loads(raw.data)
+        return lease
+
+    async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        raw = await self._call(
+            self._coordination.patch_namespaced_lease,
+            name,
+            namespace,
+            body,
+            _preload_content=False,
+            _content_type="application/merge-patch+json",
+        )
+        lease: dict[str, Any] = json.loads(raw.data)
+        return lease
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
