@@ -215,19 +215,33 @@ def free_port() -> int:
 class Server:
     """`modelengine serve --manifest` in its own process, like the sidecar in a pod."""
 
-    def __init__(self, manifest: Path, *, batching: bool, max_delay_ms: float) -> None:
+    def __init__(self, manifest: Path, *, batching: bool, max_delay_ms: float, instances: int) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()
         args = [
             sys.executable, "-m", "modelengine.cli", "serve", "--manifest", str(manifest),
             "--model-name", "model", "--host", "127.0.0.1", "--http-port", str(self.port),
-            "--metrics-port", str(free_port()), "--max-batch-size", str(MAX_BATCH),
-            "--max-delay-ms", str(max_delay_ms),
+            "--metrics-port", str(self.metrics_port), "--max-batch-size", str(MAX_BATCH),
+            "--max-delay-ms", str(max_delay_ms), "--instances", str(instances),
         ]  # fmt: skip
         if not batching:
             args.append("--no-batching")
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), MODELENGINE_ORT_THREADS=str(ort_threads()))
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_ready(self.port, self.proc)
+
+    def mean_request_ms(self) -> float:
+        """Mean time inside the server (body read to response ready), from its own metrics."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        values = {}
+        for line in text.splitlines():
+            if line.startswith("modelengine_runtime_request_seconds_"):
+                name, _, value = line.rpartition(" ")
+                values[name.split("{")[0].rsplit("_", 1)[1]] = float(value)
+        return 1000.0 * values["sum"] / max(values["count"], 1.0)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -407,6 +421,7 @@ class ModelResult:
     name: str
     direct: tuple[float, float] = (0.0, 0.0)
     floor: tuple[float, float] = (0.0, 0.0)  # bare aiohttp round trip, same bytes
+    in_server_ms: float = 0.0  # mean time inside the server per request (its own metric)
     http_json: tuple[float, float] = (0.0, 0.0)
     http_binary: tuple[float, float] = (0.0, 0.0)
     ceiling: tuple[float, float] = (0.0, 0.0)  # in-process samples/s at batch 1, batch 64
@@ -414,7 +429,9 @@ class ModelResult:
     p99_ms: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
-def run_model(name: str, work: Path, *, n: int, seconds: float, max_delay_ms: float) -> ModelResult:
+def run_model(
+    name: str, work: Path, *, n: int, seconds: float, max_delay_ms: float, instances: int
+) -> ModelResult:
     print(f"[{name}] export + build", flush=True)
     manifest, engine, sample = build_engine(name, work)
     x = np.random.default_rng(0).standard_normal((1, *sample)).astype(np.float32)
@@ -423,12 +440,13 @@ def run_model(name: str, work: Path, *, n: int, seconds: float, max_delay_ms: fl
     res.direct = percentiles(times)
     res.ceiling = engine_ceiling(engine, sample, min(seconds, 2.0))
     for mode, batching in (("off", False), ("on", True)):
-        server = Server(manifest, batching=batching, max_delay_ms=max_delay_ms)
+        server = Server(manifest, batching=batching, max_delay_ms=max_delay_ms, instances=instances)
         try:
             if not batching:
                 print(f"[{name}] latency: direct vs HTTP", flush=True)
                 # interleave so drift (thermal, other load) hits both alike
                 res.http_binary = percentiles(http_latency(server.port, x, expected, binary=True, n=n))
+                res.in_server_ms = server.mean_request_ms()
                 res.http_json = percentiles(http_latency(server.port, x, expected, binary=False, n=n))
                 res.direct = percentiles(times + direct_latency(engine, x, n)[0])
                 res.floor = percentiles(http_floor(x, expected, work, n))
@@ -459,6 +477,7 @@ def report(results: list[ModelResult]) -> list[str]:
             f"  {'bare aiohttp, no model':<25} {r.floor[0]:8.3f} {r.floor[1]:8.3f}   "
             f"(server logic beyond bare HTTP: {r.http_binary[0] - r.direct[0] - r.floor[0]:+.3f})"
         )
+        lines.append(f"  {'inside the server (mean)':<25} {r.in_server_ms:8.3f}")
         if r.http_binary[0] - r.direct[0] > 0.3:
             fails.append(f"{r.name}: binary HTTP overhead {r.http_binary[0] - r.direct[0]:.3f} ms > 0.3 ms")
     lines += ["", "Throughput, batch-1 requests (req/s) and client p99 (ms)"]
@@ -498,11 +517,15 @@ def plot(results: list[ModelResult], path: Path) -> None:
         xs = np.arange(len(CONCURRENCY))
         ax.bar(xs - 0.2, [r.throughput["off"][c] for c in CONCURRENCY], 0.4, label="batching off")
         ax.bar(xs + 0.2, [r.throughput["on"][c] for c in CONCURRENCY], 0.4, label="dynamic batching")
+        ax.axhline(
+            r.ceiling[1], color="gray", linestyle="--", linewidth=1, label=f"engine alone, batch {MAX_BATCH}"
+        )
+        ax.axhline(r.ceiling[0], color="gray", linestyle=":", linewidth=1, label="engine alone, batch 1")
         ax.set_xticks(xs, [str(c) for c in CONCURRENCY])
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel("requests / s (batch 1 each)")
         ax.set_title(f"{r.name}: modelengine serve, ONNX Runtime CPU")
-        ax.legend()
+        ax.legend(fontsize="small")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -515,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.5, help="seconds per throughput phase")
     parser.add_argument("--requests", type=int, default=400, help="sequential requests per latency run")
     parser.add_argument("--max-delay-ms", type=float, default=2.0, help="server batching delay")
+    parser.add_argument("--instances", type=int, default=2, help="server engine executions at once")
     parser.add_argument("--plot", type=Path, help="write the throughput plot (PNG) here")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -530,7 +554,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in models:
             results.append(
                 run_model(
-                    name, Path(tmp), n=args.requests, seconds=args.seconds, max_delay_ms=args.max_delay_ms
+                    name,
+                    Path(tmp),
+                    n=args.requests,
+                    seconds=args.seconds,
+                    max_delay_ms=args.max_delay_ms,
+                    instances=args.instances,
                 )
             )
     print("\n".join(report(results)))
