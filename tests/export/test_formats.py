@@ -4,6 +4,7 @@ data), and python factories with safetensors or state_dict weights."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ def test_exported_program_file(files: dict[str, Path]) -> None:
     loaded, result = _export("exported-program", files["pt2"], "dynamo", "pt2")
     assert loaded.exported_program is not None
     _assert_matches(result, combinednet.cond())
-    assert {p.name for p in result.files} == {"model.onnx", "model.onnx.data"}
+    assert [p.name for p in result.files] == ["model.onnx"]
 
 
 def test_exported_program_with_static_batch_is_refused_for_a_dynamic_spec(files: dict[str, Path]) -> None:
@@ -99,17 +100,52 @@ def test_exported_program_with_static_batch_is_refused_for_a_dynamic_spec(files:
         _export("exported-program", files["static_pt2"], "dynamo", "pt2-static")
 
 
-def test_onnx_as_is_with_external_data() -> None:
-    source = exported("combinednet:cond", "dynamo").result.onnx_path  # weights in model.onnx.data
+@pytest.fixture(scope="module")
+def onnx_with_external_data() -> Path:
+    """The cond export re-saved the way large models are: weights in model.onnx.data."""
+    folder = work_dir("onnx-external-source")
+    full = onnx.load(str(exported("combinednet:cond", "dynamo").result.onnx_path))
+    onnx.save(
+        full,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
+    assert (folder / "model.onnx.data").stat().st_size > 100_000
+    return folder / "model.onnx"
+
+
+@pytest.mark.parametrize("limit", [None, 0])
+def test_onnx_as_is_with_external_data(
+    onnx_with_external_data: Path, limit: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelengine.export import onnxio
+
+    if limit is not None:
+        monkeypatch.setattr(onnxio, "INLINE_LIMIT", limit)
+    source = onnx_with_external_data
     spec = make_spec(source=source, fmt="onnx", method="trace")
     loaded = load_model(spec.model, source_path=source)
     assert loaded.onnx_path == source and loaded.module is None
-    result = export_onnx(spec, loaded, out_dir=work_dir("onnx-copy"))
-    assert {p.name for p in result.files} == {"model.onnx", "model.onnx.data"}
+    result = export_onnx(spec, loaded, out_dir=work_dir(f"onnx-copy-{limit}"))
+    expected = ["model.onnx"] if limit is None else ["model.onnx", "model.onnx.data"]
+    assert [p.name for p in result.files] == expected
     assert result.method == "onnx" and [b.verdict for b in result.branches] == ["kept"]
     _assert_matches(result, combinednet.cond())
     report = verify_export(spec, loaded, result)
     assert report.passed and report.shapes == [[[1, 3, 32, 32]], [[4, 3, 32, 32]], [[16, 3, 32, 32]]]
+
+
+def test_onnx_with_missing_external_data(onnx_with_external_data: Path) -> None:
+    from modelengine.export import ExportError
+
+    folder = work_dir("onnx-missing-data")
+    shutil.copy(onnx_with_external_data, folder / "model.onnx")
+    spec = make_spec(source=folder / "model.onnx", fmt="onnx", method="trace")
+    loaded = load_model(spec.model, source_path=folder / "model.onnx")
+    with pytest.raises(ExportError, match=r"external data file\(s\) missing: model.onnx.data$"):
+        export_onnx(spec, loaded, out_dir=work_dir("onnx-missing-out"))
 
 
 def _retrained() -> torch.nn.Module:

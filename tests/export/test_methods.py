@@ -57,14 +57,29 @@ def test_result_describes_the_onnx(entry: str, method: str, scripts: list[str] |
     onnx.checker.check_model(str(result.onnx_path))
 
 
-def test_dynamo_writes_external_data_listed_in_files() -> None:
+def test_dynamo_weights_are_folded_inline() -> None:
     result = exported("combinednet:cond", "dynamo").result
-    names = sorted(p.name for p in result.files)
-    assert names == ["model.onnx", "model.onnx.data"]
-    assert (result.onnx_path.parent / "model.onnx.data").stat().st_size > 100_000
+    assert [p.name for p in result.files] == ["model.onnx"]
+    assert sorted(p.name for p in result.onnx_path.parent.iterdir()) == ["model.onnx"]
     graph = onnx.load(str(result.onnx_path), load_external_data=False).graph
+    assert graph.initializer and all(t.data_location == onnx.TensorProto.DEFAULT for t in graph.initializer)
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "input_dim0"  # not dynamo's `s77`
     assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "input_dim0"
+
+
+def test_large_weights_stay_external_and_are_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelengine.export import export_onnx, onnxio
+    from tests.export.helpers import work_dir
+
+    monkeypatch.setattr(onnxio, "INLINE_LIMIT", 0)  # every model counts as large
+    ex = exported("combinednet:cond", "dynamo")
+    result = export_onnx(ex.spec, ex.loaded, out_dir=work_dir("dynamo-external"))
+    assert [p.name for p in result.files] == ["model.onnx", "model.onnx.data"]
+    assert result.files[1].stat().st_size > 100_000
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        want = ex.module(x).numpy()
+    np.testing.assert_allclose(run_onnx(result.onnx_path, x.numpy()), want, rtol=1e-3, atol=1e-4)
 
 
 def test_trace_of_the_seed_network_freezes_its_gate() -> None:

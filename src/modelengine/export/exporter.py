@@ -9,7 +9,7 @@ The steps, in order, each failing with one `ExportError` line:
 2. export by method: trace (torch.jit.trace, TracerWarnings captured), script, mixed
    (script the listed sub-modules, trace the rest) — all three through the TorchScript
    exporter with `dynamo=False` — or dynamo (torch.export, then the dynamo exporter);
-   an ONNX model is copied with its external data;
+   an ONNX model is copied (external data folded inline below 1 GiB, kept beyond);
 3. ONNX shape inference (written back) and the checker, both by path;
 4. the report: inputs with the spec's profile, outputs from shape inference, and one
    `BranchReport` per data-dependent branch: frozen ones from the trace's bool-conversion
@@ -43,6 +43,7 @@ from modelengine.export.onnxio import (
     graph_inputs,
     if_nodes,
     if_report,
+    inline_small_weights,
     name_dynamic_dims,
     opset_of,
     value_info,
@@ -255,6 +256,7 @@ def _export_dynamo(
         program, args, path, inputs=names, outputs=list(spec.export.outputs), opset=spec.export.opset
     )
     name_dynamic_dims(path, names)
+    inline_small_weights(path)
 
 
 def _export_torchscript(

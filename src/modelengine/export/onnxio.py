@@ -1,7 +1,8 @@
 """The ONNX side of an export: check, infer shapes, describe, copy, find `If` nodes.
 
 Every ONNX file is handled by path, never as bytes: the dynamo exporter writes weights as
-external data beside the `.onnx`, and a model over 2 GiB can only be read that way. The
+external data beside the `.onnx`, and a model over 2 GiB can only be read that way. Small
+weights are folded back inline (`INLINE_LIMIT`), so most models are one file. The
 checker and shape inference run on the path as well (`check_model(path)`,
 `infer_shapes_path`), and shape inference writes the inferred output shapes back into the
 file, so every consumer sees them.
@@ -17,6 +18,11 @@ from modelengine.export.errors import BranchReport, ExportError, first_line
 from modelengine.store.manifest import TensorInfo
 
 _TORCH_PARTS = ("site-packages", "dist-packages", "<eval_with_key>")
+
+# Weights below this size go inline: one self-contained file is what every consumer
+# (ORT's offline optimizer, TensorRT's parser, the store) handles without special cases.
+# Above it external data is kept; protobuf cannot hold more than 2 GiB in one message.
+INLINE_LIMIT = 1 << 30
 
 
 def check_and_infer(path: Path) -> Any:
@@ -84,8 +90,24 @@ def data_files(model: Any, folder: Path) -> list[Path]:
     return files
 
 
+def inline_small_weights(path: Path) -> None:
+    """Fold external data back into the .onnx when the weights are small enough."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    externals = data_files(model, path.parent)
+    if not externals or sum(p.stat().st_size for p in externals if p.is_file()) > INLINE_LIMIT:
+        return
+    full = onnx.load(str(path), load_external_data=True)
+    onnx.save(full, str(path))
+    for data in externals:
+        if data.parent == path.parent:
+            data.unlink(missing_ok=True)
+
+
 def copy_onnx(source: Path, out_dir: Path) -> Path:
-    """Copy an ONNX model and its external data into out_dir as model.onnx."""
+    """Copy an ONNX model and its external data into out_dir as model.onnx (weights
+    inline when they are small, see `INLINE_LIMIT`)."""
     import onnx
 
     target = out_dir / "model.onnx"
@@ -102,7 +124,8 @@ def copy_onnx(source: Path, out_dir: Path) -> Path:
         raise ExportError(f"cannot read model {source}: external data file(s) missing: {', '.join(missing)}")
     try:
         full = onnx.load(str(source), load_external_data=True)
-        onnx.save(full, str(target), save_as_external_data=True, location="model.onnx.data")
+        large = sum(p.stat().st_size for p in externals) > INLINE_LIMIT
+        onnx.save(full, str(target), save_as_external_data=large, location="model.onnx.data")
     except Exception as err:
         raise ExportError(f"cannot read model {source}: {first_line(err)}") from None
     return target
