@@ -323,3 +323,16 @@ def test_operator_flags_map_onto_the_config() -> None:
     assert config.builder_image == "r/b:2" and config.job_deadline_seconds == 900
     with pytest.raises(ConfigError):
         config_from_args(build_parser().parse_args(["operator", "--max-builds", "0"]))
+
+
+def test_the_operator_imports_no_build_or_runtime_code() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, modelengine.operator.command, modelengine.operator.controller, modelengine.operator.run;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorrt_rtx', 'onnxruntime')"
+        " or m.startswith(('modelengine.export', 'modelengine.verify', 'modelengine.backends'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
