@@ -299,14 +299,14 @@ def http_floor(x: np.ndarray, expected: np.ndarray, work: Path, n: int) -> list[
         proc.wait(10)
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], path: str = "/v2/health/ready") -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v2/health/ready")
+            conn.request("GET", path)
             ok = conn.getresponse().status == 200
             conn.close()
             if ok:
@@ -315,6 +315,67 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
             pass
         time.sleep(0.1)
     raise SystemExit("server did not become ready")
+
+
+_TRITON_SERVER = """
+import sys
+import numpy as np
+import onnxruntime as ort
+from pytriton.decorators import batch
+from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+from pytriton.triton import Triton, TritonConfig
+
+engine, http_port, grpc_port, metrics_port, threads, delay_us, sample = sys.argv[1:8]
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = int(threads)
+session = ort.InferenceSession(engine, opts, providers=["CPUExecutionProvider"])
+
+@batch
+def infer(input):
+    return {"output": session.run(["output"], {"input": input})[0]}
+
+config = TritonConfig(http_port=int(http_port), grpc_port=int(grpc_port), metrics_port=int(metrics_port))
+with Triton(config=config) as triton:
+    triton.bind(
+        model_name="model",
+        infer_func=infer,
+        inputs=[Tensor(name="input", dtype=np.float32, shape=tuple(int(d) for d in sample.split(",")))],
+        outputs=[Tensor(name="output", dtype=np.float32, shape=(-1,))],
+        config=ModelConfig(max_batch_size=64, batcher=DynamicBatcher(max_queue_delay_microseconds=int(delay_us))),
+        strict=False,
+    )
+    triton.serve()
+"""
+
+
+class TritonServer:
+    """The real Triton server (nvidia-pytriton's bundled tritonserver, Python backend calling
+    the same ONNX Runtime engine file), in the interpreter given by --triton-python."""
+
+    def __init__(self, python: str, engine_file: Path, sample: tuple[int, ...], max_delay_ms: float) -> None:
+        self.port = free_port()
+        libdir = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+        args = [
+            python, "-c", _TRITON_SERVER, str(engine_file), str(self.port), str(free_port()), str(free_port()),
+            str(ort_threads()), str(int(max_delay_ms * 1000)), ",".join(map(str, sample)),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_ready(self.port, self.proc, "/v2/models/model/ready")  # the model loads after the server
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def json_body(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
@@ -386,10 +447,12 @@ def direct_latency(engine: Engine, x: np.ndarray, n: int) -> tuple[list[float], 
     return times, out["output"]
 
 
-async def _throughput(port: int, x: np.ndarray, clients: int, seconds: float) -> tuple[float, float]:
+async def _throughput(
+    port: int, x: np.ndarray, clients: int, seconds: float, *, binary: bool = True
+) -> tuple[float, float]:
     import aiohttp
 
-    body, headers = binary_body(x)
+    body, headers = binary_body(x) if binary else json_body(x)
     url = f"http://127.0.0.1:{port}/v2/models/model/infer"
     done = 0
     lat: list[float] = []
@@ -403,7 +466,7 @@ async def _throughput(port: int, x: np.ndarray, clients: int, seconds: float) ->
                 async with session.post(url, data=body, headers=headers) as resp:
                     await resp.read()
                     if resp.status != 200:
-                        raise SystemExit(f"HTTP {resp.status}")
+                        raise SystemExit(f"HTTP {resp.status} from {url}: {(await resp.read())[:200]!r}")
                 if record:
                     done += 1
                     lat.append(time.perf_counter() - t0)
@@ -427,10 +490,19 @@ class ModelResult:
     ceiling: tuple[float, float] = (0.0, 0.0)  # in-process samples/s at batch 1, batch 64
     throughput: dict[str, dict[int, float]] = field(default_factory=dict)  # mode -> clients -> rps
     p99_ms: dict[str, dict[int, float]] = field(default_factory=dict)
+    # server -> (format -> (req/s, p99 ms)) at 64 clients with dynamic batching; "triton" when run
+    vs_triton: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
 
 def run_model(
-    name: str, work: Path, *, n: int, seconds: float, max_delay_ms: float, instances: int
+    name: str,
+    work: Path,
+    *,
+    n: int,
+    seconds: float,
+    max_delay_ms: float,
+    instances: int,
+    triton_python: str | None = None,
 ) -> ModelResult:
     print(f"[{name}] export + build", flush=True)
     manifest, engine, sample = build_engine(name, work)
@@ -456,10 +528,30 @@ def run_model(
                 rps, p99 = asyncio.run(_throughput(server.port, x, clients, seconds))
                 res.throughput[mode][clients] = rps
                 res.p99_ms[mode][clients] = p99
+            if batching and triton_python:
+                res.vs_triton["modelengine"] = _at_64(server.port, x, seconds)
         finally:
             server.stop()
+    if triton_python:
+        print(f"[{name}] the same against Triton (nvidia-pytriton)", flush=True)
+        triton = TritonServer(triton_python, manifest.parent / engine_file_of(manifest), sample, max_delay_ms)
+        try:
+            res.vs_triton["triton"] = _at_64(triton.port, x, seconds)
+        finally:
+            triton.stop()
     engine.close()
     return res
+
+
+def _at_64(port: int, x: np.ndarray, seconds: float) -> dict[str, tuple[float, float]]:
+    return {
+        "binary": asyncio.run(_throughput(port, x, 64, seconds, binary=True)),
+        "json": asyncio.run(_throughput(port, x, 64, seconds, binary=False)),
+    }
+
+
+def engine_file_of(manifest: Path) -> str:
+    return EngineManifest.model_validate_json(manifest.read_text()).engine_file
 
 
 def report(results: list[ModelResult]) -> list[str]:
@@ -499,6 +591,23 @@ def report(results: list[ModelResult]) -> list[str]:
         gain = r.throughput["on"][64] / r.throughput["off"][64]
         if gain < 3:
             fails.append(f"{r.name}: batching gain at 64 clients {gain:.2f}x < 3x")
+    if any(r.vs_triton for r in results):
+        lines += ["", "Against Triton at 64 clients, dynamic batching both (req/s, client p99 ms)"]
+        lines.append(
+            f"{'model':<14} {'format':>7} {'modelengine':>12} {'p99':>8} {'triton':>8} {'p99':>8} {'ratio':>6}"
+        )
+        for r in results:
+            if "triton" not in r.vs_triton:
+                continue
+            for fmt in ("binary", "json"):
+                (me, me99), (tr, tr99) = r.vs_triton["modelengine"][fmt], r.vs_triton["triton"][fmt]
+                lines.append(
+                    f"{r.name:<14} {fmt:>7} {me:>12.0f} {me99:>8.2f} {tr:>8.0f} {tr99:>8.2f} {me / tr:>5.2f}x"
+                )
+                if me < 1.5 * tr or me99 >= tr99:
+                    fails.append(
+                        f"{r.name} {fmt}: {me / tr:.2f}x Triton's throughput, p99 {me99:.1f} vs {tr99:.1f} ms"
+                    )
     lines.append("")
     lines += [f"TARGET MISSED: {f}" for f in fails] or [
         "targets met: HTTP overhead <= 0.3 ms, batching >= 3x"
@@ -539,6 +648,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="sequential requests per latency run")
     parser.add_argument("--max-delay-ms", type=float, default=2.0, help="server batching delay")
     parser.add_argument("--instances", type=int, default=2, help="server engine executions at once")
+    parser.add_argument(
+        "--triton-python",
+        metavar="PYTHON",
+        help="a Python with nvidia-pytriton (and numpy<2, onnxruntime): also measure the real Triton server",
+    )
     parser.add_argument("--plot", type=Path, help="write the throughput plot (PNG) here")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -560,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                     seconds=args.seconds,
                     max_delay_ms=args.max_delay_ms,
                     instances=args.instances,
+                    triton_python=args.triton_python,
                 )
             )
     print("\n".join(report(results)))
