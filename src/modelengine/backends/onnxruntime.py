@@ -3,7 +3,10 @@
 Building = letting ORT apply its graph optimizations offline and saving the optimized
 model (`optimized_model_filepath`), so the runtime loads a graph that needs no further
 rewriting. The saved model keeps weights inline, which makes it one self-contained file
-in the store. ORT sessions are thread-safe for `run`, so one session serves every
+in the store. An ONNX whose weights sit in external data files is read whole first and
+handed to ORT from memory, so the optimized model cannot point at a data file the store
+never gets; above protobuf's 2 GiB message limit that is impossible and the build is
+refused (an onnxruntime engine is one file). ORT sessions are thread-safe for `run`, so one session serves every
 concurrent caller; intra-op threads are set by the runtime for the machine it is on.
 """
 
@@ -30,6 +33,9 @@ from modelengine.backends.base import (
 )
 from modelengine.store.manifest import TensorInfo
 
+# protobuf cannot serialize one message of 2 GiB or more: the most one engine file can hold.
+SINGLE_FILE_LIMIT = (1 << 31) - 1
+
 _ORT_TYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -48,6 +54,56 @@ def _ort() -> Any:
     except ImportError as err:  # pragma: no cover - depends on the install
         raise BackendUnavailable("onnxruntime is not installed (pip install modelengine[runtime])") from err
     return onnxruntime
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _external_data_files(onnx_path: Path) -> list[Path] | None:
+    """The external data files the model's initializers name, or None when it has none.
+
+    A model with no other file in its folder cannot use external data (locations are
+    relative to the model), so the common one-file case costs one directory listing."""
+    folder = onnx_path.parent
+    if not any(p.is_file() and p != onnx_path for p in folder.iterdir()):
+        return None
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as err:
+        raise UnsupportedModel(f"cannot read the ONNX model {onnx_path.name}: {_first_line(err)}") from None
+    files: list[Path] = []
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = folder / ExternalDataInfo(tensor).location
+            if location not in files:
+                files.append(location)
+    return files or None
+
+
+def _inline_model(onnx_path: Path, data_files: list[Path]) -> bytes:
+    """The model with its external weights folded in, serialized; refused above 2 GiB."""
+    import onnx
+
+    missing = [p.name for p in data_files if not p.is_file()]
+    if missing:
+        raise UnsupportedModel(
+            f"the ONNX model {onnx_path.name} names external data file(s) that do not exist: {', '.join(missing)}"
+        )
+    size = onnx_path.stat().st_size + sum(p.stat().st_size for p in data_files)
+    if size > SINGLE_FILE_LIMIT:
+        raise UnsupportedModel(
+            f"the ONNX model {onnx_path.name} with its external data is {size / (1 << 30):.2f} GiB, over the "
+            "2 GiB protobuf limit of one file; onnxruntime engines are single files"
+        )
+    try:
+        return onnx.load(str(onnx_path), load_external_data=True).SerializeToString()  # type: ignore[no-any-return]
+    except Exception as err:
+        raise UnsupportedModel(f"cannot read the ONNX model {onnx_path.name}: {_first_line(err)}") from None
 
 
 def session_io(session: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -111,12 +167,16 @@ class OnnxRuntimeBackend(Backend):
         # stays valid on any CPU; the runtime applies the rest when it loads the model.
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         opts.optimized_model_filepath = str(out)
+        data_files = _external_data_files(onnx_path)
+        source: str | bytes = str(onnx_path)
+        if data_files is not None:
+            progress(f"folding external data ({', '.join(p.name for p in data_files)}) into the engine")
+            source = _inline_model(onnx_path, data_files)
         progress("optimizing the graph with onnxruntime")
         try:
-            session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its own exception types, all with a message
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UnsupportedModel(f"onnxruntime cannot load the ONNX model: {first}") from None
+            raise UnsupportedModel(f"onnxruntime cannot load the ONNX model: {_first_line(err)}") from None
         if not out.is_file():
             raise BackendError("onnxruntime did not write the optimized model")
         inputs, outputs = session_io(session)
@@ -136,8 +196,7 @@ class OnnxRuntimeBackend(Backend):
                 str(engine_path), self._options(), providers=["CPUExecutionProvider"]
             )
         except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BackendError(f"onnxruntime cannot load the engine: {first}") from None
+            raise BackendError(f"onnxruntime cannot load the engine: {_first_line(err)}") from None
         got_in, got_out = session_io(session)
         by_name = {t.name: t for t in got_in}
         for want in inputs:
