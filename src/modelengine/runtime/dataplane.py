@@ -307,7 +307,7 @@ class DataPlane:
         except BaseException as err:
             status, _ = to_http(err) if isinstance(err, Exception) else (500, "")
             outcome = "not_ready" if status == 503 else "client_error" if status < 500 else "server_error"
-            if status >= 500 and not isinstance(err, ServeError):
+            if status >= 500 and isinstance(err, Exception) and not isinstance(err, ServeError):
                 log.error("inference failed", exc_info=err)
             raise
         finally:
