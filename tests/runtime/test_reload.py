@@ -97,3 +97,45 @@ def test_unchanged_release_does_not_reload(published: Published, start: Callable
     server.call(watcher.refresh())
     assert watcher.loads == 1
     assert server.get("/v2/health/ready")[1]["release_generation"] == 7
+
+
+def test_bad_new_release_keeps_the_current_engine_serving(
+    published: Published, engines: Engines, start: Callable[..., ServerThread]
+) -> None:
+    release(published.store, [release_entry(published.store, published.a)], generation=1)
+    server = start(store_uri=published.uri, poll_seconds=0)  # refreshed by hand below
+    server.wait_ready()
+    watcher = server.server.source
+    assert isinstance(watcher, ReleaseWatcher)
+    x = np.ones((1, 8), np.float32)
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": [1.0] * 8}]}
+    ).encode()
+
+    def answer() -> np.ndarray:
+        status, doc = http(server.url + "/v2/models/mlp/infer", body)
+        assert status == 200, doc
+        return np.array(doc["outputs"][0]["data"], np.float32).reshape(1, 4)
+
+    # 1. the new engine's bytes do not match its sha256: load fails, engine a keeps serving
+    entry_b = release_entry(published.store, published.b).model_copy(update={"sha256": "0" * 64})
+    release(published.store, [entry_b], generation=2)
+    server.call(watcher.refresh())
+    np.testing.assert_allclose(answer(), engines.a.reference(x), rtol=1e-5, atol=1e-6)
+    status, doc = server.get("/v2/health/ready")
+    assert status == 200 and doc["engine"]["build_key"] == published.a.build_key
+    # 2. the new release has no engine for this machine (GPU only): a keeps serving
+    gpu_only = release_entry(published.store, published.b).model_copy(
+        update={"backend": "tensorrt", "compute_capability": "9.0", "target": "tensorrt-cc9.0"}
+    )
+    release(published.store, [gpu_only], generation=3)
+    server.call(watcher.refresh())
+    np.testing.assert_allclose(answer(), engines.a.reference(x), rtol=1e-5, atol=1e-6)
+    assert server.get("/v2/health/ready")[0] == 200
+    # 3. a good release switches
+    release(published.store, [release_entry(published.store, published.b)], generation=4)
+    server.call(watcher.refresh())
+    np.testing.assert_allclose(answer(), engines.b.reference(x), rtol=1e-5, atol=1e-6)
+    text = server.metrics()
+    assert metric_value(text, "modelengine_runtime_engine_switches_total", outcome="failed") == 1
+    assert metric_value(text, "modelengine_runtime_engine_switches_total", outcome="loaded") == 2

@@ -73,3 +73,29 @@ def test_nested_json_data_is_accepted(served: ServerThread, engines: Engines) ->
     assert status == 200
     got = np.array(doc["outputs"][0]["data"], dtype=np.float32).reshape(doc["outputs"][0]["shape"])
     np.testing.assert_allclose(got, engines.a.reference(x), rtol=1e-5, atol=1e-6)
+
+
+def test_versioned_infer_and_request_level_binary_output(served: ServerThread, engines: Engines) -> None:
+    import json
+
+    x = np.full((3, 8), 0.5, np.float32)
+    body = json.dumps(
+        {
+            "id": "abc",
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 8], "data": x.ravel().tolist()}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    import urllib.request
+
+    req = urllib.request.Request(served.url + "/v2/models/mlp/versions/1/infer", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+        hlen = int(resp.headers["Inference-Header-Content-Length"])
+        assert resp.headers["Content-Type"] == "application/octet-stream"
+    head = json.loads(raw[:hlen])
+    assert head["id"] == "abc" and head["model_version"] == "1"
+    (out,) = head["outputs"]
+    assert out["parameters"]["binary_data_size"] == 3 * 4 * 4
+    got = np.frombuffer(raw[hlen:], np.float32).reshape(out["shape"])
+    np.testing.assert_allclose(got, engines.a.reference(x), rtol=1e-5, atol=1e-6)
