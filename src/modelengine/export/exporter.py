@@ -2,14 +2,20 @@
 
 The steps, in order, each failing with one `ExportError` line:
 
-1. preflight (PyTorch formats): run the model eagerly on example inputs at the profile's
-   opt shape; a model that rejects the spec's shapes (rank, channels, input count) or
-   returns a different number of outputs than `spec.export.outputs` names fails here, with
-   PyTorch's own first line, before any exporter gets to produce a confusing error;
-2. export by method: trace (torch.jit.trace, TracerWarnings captured), script, mixed
-   (script the listed sub-modules, trace the rest) — all three through the TorchScript
-   exporter with `dynamo=False` — or dynamo (torch.export, then the dynamo exporter);
-   an ONNX model is copied (external data folded inline below 1 GiB, kept beyond);
+1. export by method: trace, script, mixed (script the listed sub-modules, trace the
+   rest) — all three through the TorchScript exporter with `dynamo=False` — or dynamo
+   (torch.export, then the dynamo exporter); an ONNX model is copied (external data folded
+   inline below 1 GiB, kept beyond). The model is traced once: an eager model is traced by
+   `torch.onnx.export` itself, its TracerWarnings captured there (they carry the same
+   source lines as `torch.jit.trace`'s); only a model holding TorchScript sub-modules,
+   which the exporter's own trace cannot enter, goes through `torch.jit.trace` first, and
+   the exporter then converts that graph without tracing again;
+2. the preflight diagnosis (PyTorch formats), run only when step 1 failed or the ONNX
+   has another output count than `spec.export.outputs` names: the model runs eagerly on
+   the example inputs at the profile's opt shape, and a model that rejects the spec's
+   shapes (rank, channels, input count) or returns a different number of outputs fails
+   with PyTorch's own first line instead of the exporter's confusing error. A model that
+   exports cleanly pays no extra forward pass for it;
 3. ONNX shape inference (written back) and the checker, both by path;
 4. the report: inputs with the spec's profile, outputs from shape inference, and one
    `BranchReport` per data-dependent branch: frozen ones from the trace's bool-conversion
@@ -19,6 +25,7 @@ The steps, in order, each failing with one `ExportError` line:
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +55,12 @@ from modelengine.export.onnxio import (
     opset_of,
     value_info,
 )
-from modelengine.export.scripting import script_module, script_parts, scripted_if_sites
+from modelengine.export.scripting import (
+    script_module,
+    script_modules_within,
+    script_parts,
+    scripted_if_sites,
+)
 from modelengine.store.manifest import TensorInfo
 
 
@@ -115,7 +127,19 @@ def _frozen_reports(module: Any, args: tuple[Any, ...], notes: TracerNotes) -> l
     ]
 
 
-def _torchscript_export(spec: ModelEngineSpec, model: Any, args: tuple[Any, ...], path: Path) -> None:
+def _failed_while_tracing(err: BaseException) -> bool:
+    """Whether an exception of `torch.onnx.export` came from its trace of the model (not
+    from the conversion to ONNX), so it is reported as a tracing failure."""
+    return any(f.name == "_trace_and_get_graph_from_model" for f in traceback.extract_tb(err.__traceback__))
+
+
+def _torchscript_export(
+    spec: ModelEngineSpec, model: Any, args: tuple[Any, ...], path: Path, *, traces: bool = False
+) -> TracerNotes:
+    """The TorchScript exporter; with `traces` (an eager model, traced by the exporter
+    itself) the trace's TracerWarnings are recorded and returned."""
+    import contextlib
+
     import torch
 
     inputs = spec.export.inputs
@@ -124,8 +148,9 @@ def _torchscript_export(spec: ModelEngineSpec, model: Any, args: tuple[Any, ...]
         for t in inputs
         if t.is_dynamic
     }
+    capture = capture_tracer_warnings() if traces else contextlib.nullcontext(TracerNotes())
     try:
-        with quiet_torch():
+        with capture as notes, quiet_torch(silence_warnings=not traces):
             torch.onnx.export(
                 model,
                 args,
@@ -139,9 +164,12 @@ def _torchscript_export(spec: ModelEngineSpec, model: Any, args: tuple[Any, ...]
     except ExportError:
         raise
     except Exception as err:
+        if traces and _failed_while_tracing(err):
+            raise ExportError(f"tracing the model failed: {type(err).__name__}: {first_line(err)}") from None
         raise ExportError(
             f"ONNX export (TorchScript exporter) failed: {type(err).__name__}: {first_line(err)}"
         ) from None
+    return notes
 
 
 def _trace(module: Any, args: tuple[Any, ...]) -> tuple[Any, TracerNotes]:
@@ -190,19 +218,27 @@ def _export_onnx(
         if module is None:
             raise ExportError(f"cannot read model {loaded.source_path}: nothing was loaded")
         args = example_inputs(spec.export.inputs, "opt")
-        progress(f"checking the model on example inputs ({_shape_text(args)})")
-        preflight(spec, module, args)
         method_name = spec.export.method.value
-        if spec.export.method is ExportMethod.DYNAMO:
-            _export_dynamo(spec, loaded, module, args, path, progress)
-        else:
-            traced = _export_torchscript(spec, module, args, path, progress)
+        failure: ExportError | None = None
+        try:
+            if spec.export.method is ExportMethod.DYNAMO:
+                _export_dynamo(spec, loaded, module, args, path, progress)
+            else:
+                traced = _export_torchscript(spec, module, args, path, progress)
+        except ExportError as err:
+            failure = err
+        if failure is not None:
+            # The preflight's reason, when it has one, is the clearer: it names the spec's shapes.
+            _diagnose(spec, module, args, progress)
+            raise failure
 
     progress("ONNX checker and shape inference")
     proto = check_and_infer(path)
     inputs = _input_infos(spec, proto)
     outputs = [value_info(v) for v in proto.graph.output]
     if len(outputs) != len(spec.export.outputs):
+        if loaded.format is not ModelFormat.ONNX and loaded.module is not None:
+            _diagnose(spec, loaded.module, example_inputs(spec.export.inputs, "opt"), progress)
         raise ExportError(
             f"spec.export.outputs names {len(spec.export.outputs)} output(s) but the ONNX model has {len(outputs)}"
         )
@@ -216,11 +252,18 @@ def _export_onnx(
         files=[path, *(p for p in data_files(proto, out_dir) if p.is_file())],
         inputs=inputs,
         outputs=outputs,
-        branches=traced.frozen + _kept_reports(proto, traced.scripted_sites),
+        branches=traced.frozen + _kept_reports(proto, traced.scripted_sites, traced.find_scripted_sites),
         warnings=warnings,
         method=method_name,
         opset=opset_of(proto),
     )
+
+
+def _diagnose(
+    spec: ModelEngineSpec, module: Any, args: tuple[Any, ...], progress: Callable[[str], None]
+) -> None:
+    progress(f"checking the model on example inputs ({_shape_text(args)})")
+    preflight(spec, module, args)
 
 
 @dataclass
@@ -229,6 +272,9 @@ class _Traced:
 
     frozen: list[BranchReport] = field(default_factory=list)
     scripted_sites: list[Site] = field(default_factory=list)
+    # An eager model exported in one trace has no TorchScript graph to read sites from; if
+    # its ONNX still holds `If`s (scripted functions it calls), this traces it to find them.
+    find_scripted_sites: Callable[[], list[Site]] | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -271,35 +317,61 @@ def _export_torchscript(
 
     method = spec.export.method
     out = _Traced()
+    notes = TracerNotes()
     if method is ExportMethod.SCRIPT:
         progress("scripting the model (torch.jit.script)")
         model = script_module(module)
-        notes = TracerNotes()
     else:
         source = module
         if method is ExportMethod.MIXED:
             progress(f"scripting sub-modules {', '.join(spec.export.script_modules)}")
             source = script_parts(module, spec.export.script_modules)
-        progress(f"tracing the model ({method.value})")
-        model, notes = _trace(source, args)
+        if isinstance(source, torch.jit.ScriptModule) or script_modules_within(source):
+            # The exporter's own trace cannot enter TorchScript sub-modules ("not part of the
+            # active trace"); torch.jit.trace can, and the exporter does not trace its result again.
+            progress(f"tracing the model ({method.value})")
+            model, notes = _trace(source, args)
+        else:
+            model = source
         if isinstance(module, torch.jit.ScriptModule) and method is ExportMethod.TRACE:
             out.warnings.append(
                 "the model is a TorchScript file: branches frozen when it was traced cannot be seen here"
             )
-    out.scripted_sites = scripted_if_sites(model)
-    progress("exporting ONNX (TorchScript exporter)")
-    _torchscript_export(spec, model, args, path)
+    eager = not isinstance(model, torch.jit.ScriptModule)
+    if not eager:
+        out.scripted_sites = scripted_if_sites(model)
+    progress(
+        f"tracing and exporting ONNX ({method.value}, TorchScript exporter)"
+        if eager
+        else "exporting ONNX (TorchScript exporter)"
+    )
+    exported_notes = _torchscript_export(spec, model, args, path, traces=eager)
+    if eager:
+        notes = exported_notes
+        out.find_scripted_sites = lambda: _traced_if_sites(model, args)
     out.frozen = _frozen_reports(module, args, notes)
     out.warnings.extend(f"tracer: {w}" for w in notes.other)
     return out
 
 
-def _kept_reports(proto: Any, scripted_sites: list[Site]) -> list[BranchReport]:
+def _traced_if_sites(model: Any, args: tuple[Any, ...]) -> list[Site]:
+    try:
+        traced, _ = _trace(model, args)
+    except ExportError:
+        return []
+    return scripted_if_sites(traced)
+
+
+def _kept_reports(
+    proto: Any, scripted_sites: list[Site], find_scripted_sites: Callable[[], list[Site]] | None = None
+) -> list[BranchReport]:
     nodes = if_nodes(proto)
     reports = [if_report(n) for n in nodes]
     located = [r for r in reports if r.file is not None]
     if located or not nodes:
         return reports
+    if not scripted_sites and find_scripted_sites is not None:
+        scripted_sites = find_scripted_sites()
     if scripted_sites:
         # The TorchScript exporter leaves no source on the If nodes; the scripted graph has it.
         return [
