@@ -81,7 +81,14 @@ def default_backend_factory(name: str) -> Backend:
 
 def _key_in(store: ObjectStore, uri: str) -> str | None:
     root = store.uri.rstrip("/") + "/"
-    return uri[len(root) :] if uri.startswith(root) else None
+    if uri.startswith(root):
+        return uri[len(root) :]
+    # A moved or mirrored store (a copied directory, a bucket replica): content-addressed
+    # keys mean the same bytes in any copy, so prefer this store's copy when it has one.
+    marker = uri.rfind("/engines/")
+    if marker != -1 and store.exists(uri[marker + 1 :]):
+        return uri[marker + 1 :]
+    return None
 
 
 def fetch_verified(
