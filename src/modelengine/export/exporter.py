@@ -150,7 +150,8 @@ def _torchscript_export(
     }
     capture = capture_tracer_warnings() if traces else contextlib.nullcontext(TracerNotes())
     try:
-        with capture as notes, quiet_torch(silence_warnings=not traces):
+        # no_grad: the trace need not record autograd state (as a hand-written export does).
+        with capture as notes, quiet_torch(silence_warnings=not traces), torch.no_grad():
             torch.onnx.export(
                 model,
                 args,
