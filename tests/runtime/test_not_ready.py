@@ -51,11 +51,11 @@ def _not_ready(server: ServerThread, *fragments: str) -> dict[str, object]:
 def test_version_mismatch_stays_not_ready_naming_both_versions(
     published: Published, engines: Engines, start: Callable[..., ServerThread]
 ) -> None:
-    old = publish(published.store, engines.a.engine, backend_version="1.0.0")
+    old = publish(published.store, engines.a.engine, backend_version="2.0.0")
     release(published.store, [release_entry(published.store, old)])
     server = start(store_uri=published.uri)
     mine = onnxruntime.__version__
-    _not_ready(server, f"built with onnxruntime 1.0.0, this runtime has onnxruntime {mine}")
+    _not_ready(server, f"built with onnxruntime 2.0.0, this runtime has onnxruntime {mine}")
     client = triton.InferenceServerClient(server.hostport)
     try:
         assert not client.is_server_ready()
@@ -64,7 +64,7 @@ def test_version_mismatch_stays_not_ready_naming_both_versions(
         client.close()
     body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": [0,0,0,0,0,0,0,0]}]}'
     status, doc = http(server.url + "/v2/models/mlp/infer", body)
-    assert status == 503 and "onnxruntime 1.0.0" in doc["error"]
+    assert status == 503 and "onnxruntime 2.0.0" in doc["error"]
     # a release with a matching engine makes it ready (hot reload recovers)
     release(published.store, [release_entry(published.store, published.a)], generation=2)
     server.wait_ready()

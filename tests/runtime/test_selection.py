@@ -142,3 +142,13 @@ def test_backend_not_installed_is_named() -> None:
     sel = select_engine(H100, record(TRT_90), {"onnxruntime": "1.32.0"})
     assert sel.engine is None
     assert "tensorrt is not installed in this runtime" in sel.reason
+
+
+def test_onnxruntime_engines_are_version_compatible_within_a_major_version() -> None:
+    # Seen on the lent H100: its ORT 1.30 reads engines built here by ORT 1.32.
+    built_newer = engine("onnxruntime-cpu", "onnxruntime", None, version="1.32.0")
+    sel = select_engine(H100, record(built_newer), {"onnxruntime": "1.30.0"})
+    assert sel.engine is not None
+    assert "version-compatible" in sel.reason and "1.32.0" in sel.reason and "1.30.0" in sel.reason
+    other_major = engine("onnxruntime-cpu", "onnxruntime", None, version="2.0.0")
+    assert select_engine(H100, record(other_major), {"onnxruntime": "1.30.0"}).engine is None

@@ -108,6 +108,22 @@ def candidates(accel: Accelerator, record: ReleaseRecord) -> list[tuple[str, Rel
     return out
 
 
+def version_compatible(backend: str, built: str, have: str) -> bool:
+    """Whether a runtime with `have` can load an engine built with `built`.
+
+    TensorRT and TRT-RTX engines carry a version tag and load only in the exact version
+    that built them. An ONNX Runtime "engine" is an ONNX graph with only basic,
+    standard-op optimizations applied, so any runtime of the same major version reads it
+    (an IR or opset it does not know still fails at load, with ORT's own reason). Seen on
+    the lent H100: its ORT 1.30 loads engines built here by 1.32.
+    """
+    if built == have:
+        return True
+    if backend == BackendName.ONNXRUNTIME.value:
+        return built.split(".")[0] == have.split(".")[0]
+    return False
+
+
 def select_engine(
     accel: Accelerator,
     record: ReleaseRecord,
@@ -120,12 +136,14 @@ def select_engine(
         if have is None:
             skipped.append(f"{describe_engine(engine)}: {engine.backend} is not installed in this runtime")
             continue
-        if have != engine.backend_version:
+        if not version_compatible(engine.backend, engine.backend_version, have):
             skipped.append(
                 f"{describe_engine(engine)}: built with {engine.backend} {engine.backend_version}, "
                 f"this runtime has {engine.backend} {have}"
             )
             continue
+        if have != engine.backend_version:
+            why += f" (built with {engine.backend_version}, version-compatible with this runtime's {have})"
         return Selection(engine, f"{describe_engine(engine)}: {why}", skipped)
     existing = ", ".join(describe_engine(e) for e in record.engines) or "none"
     reason = f"no engine of {record.namespace}/{record.name} fits {accel.describe()}; engines: {existing}"
