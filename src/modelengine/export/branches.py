@@ -11,12 +11,20 @@ Two tools, used by the exporter and the verifier alike:
   tells which branch the trace kept; running it on a probe tells whether the probe takes
   the other one. The tracer is only installed for that one forward pass and chains to
   whatever tracer (a coverage tool) was active before.
+- `capture_tracer_warnings(watch_branches=True)` does the same during the trace itself,
+  saving the extra eager pass: when a bool-conversion warning arrives (from inside the
+  conversion, before the user's frame goes on) it arms a line tracer on just that frame,
+  the way a debugger's `set_trace` does, and notes the next line the frame runs. A trace
+  computes the same values as an eager run on the same example, so it takes the same
+  branch. Used only when no other tracer is active (a debugger or coverage tool would be
+  displaced); the caller then falls back to `BranchRecorder`.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import linecache
 import sys
 import warnings
@@ -45,21 +53,49 @@ class Site:
 
 @dataclass
 class TracerNotes:
-    """What a trace said: bool conversions (frozen branches) and other tracer warnings."""
+    """What a trace said: bool conversions (frozen branches) and other tracer warnings;
+    `taken` (when the branches were watched during the trace) says which way each went."""
 
     bool_sites: list[Site] = field(default_factory=list)
     other: list[str] = field(default_factory=list)
+    taken: dict[Site, str] | None = None
 
 
 @contextlib.contextmanager
-def capture_tracer_warnings() -> Iterator[TracerNotes]:
+def capture_tracer_warnings(*, watch_branches: bool = False) -> Iterator[TracerNotes]:
     from torch.jit._trace import TracerWarning
 
     notes = TracerNotes()
-    with warnings.catch_warnings(record=True) as caught:
+    caught: list[warnings.WarningMessage] = []
+    watcher = _BranchWatcher() if watch_branches and sys.gettrace() is None else None
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+        if (
+            watcher is not None
+            and issubclass(category, TracerWarning)
+            and str(message).startswith(BOOL_WARNING)
+        ):
+            watcher.arm(Site(filename, lineno))
+
+    with warnings.catch_warnings():  # restores showwarning on the way out
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", TracerWarning)
-        yield notes
+        warnings.showwarning = show
+        try:
+            yield notes
+        finally:
+            if watcher is not None:
+                watcher.stop()
+    if watcher is not None:
+        notes.taken = watcher.taken
     for w in caught:
         if not issubclass(w.category, TracerWarning):
             continue
@@ -80,18 +116,29 @@ class _Span:
     body: tuple[int, int]  # lines of the `then` block
 
 
-def _spans(file: str) -> list[_Span]:
+def _spans(file: str) -> tuple[_Span, ...]:
+    try:
+        stat = Path(file).stat()
+    except OSError:
+        return ()
+    return _parsed_spans(file, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_spans(file: str, mtime_ns: int, size: int) -> tuple[_Span, ...]:
+    """`if`/`while` spans of a source file, parsed once per version of the file (every
+    export and verification probe asks again)."""
     try:
         tree = ast.parse(Path(file).read_text())
     except (OSError, SyntaxError, ValueError):
-        return []
+        return ()
     spans = []
     for node in ast.walk(tree):
         if isinstance(node, ast.If | ast.While):
             end = node.test.end_lineno or node.test.lineno
             body_end = node.body[-1].end_lineno or node.body[-1].lineno
             spans.append(_Span((node.test.lineno, end), (node.body[0].lineno, body_end)))
-    return spans
+    return tuple(spans)
 
 
 def statement_span(site: Site) -> _Span | None:
@@ -102,6 +149,77 @@ def statement_span(site: Site) -> _Span | None:
         if lo <= site.line <= hi and (best is None or lo >= best.test[0]):
             best = span
     return best
+
+
+class _BranchWatcher:
+    """Which branch each bool-conversion site takes, noted in the frame that converts."""
+
+    def __init__(self) -> None:
+        self.taken: dict[Site, str] = {}
+        self._spans: dict[Site, _Span | None] = {}
+        self._pending: dict[FrameType, list[tuple[Site, _Span]]] = {}
+        self._installed = False
+
+    def arm(self, site: Site) -> None:
+        if site in self.taken:
+            return
+        if site not in self._spans:
+            self._spans[site] = statement_span(site)
+        span = self._spans[site]
+        if span is None:
+            self.taken[site] = "unknown"
+            return
+        frame = sys._getframe(1)
+        while frame is not None and not (
+            frame.f_code.co_filename == site.file and frame.f_lineno == site.line
+        ):
+            frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            return
+        pending = self._pending.setdefault(frame, [])
+        if all(s != site for s, _ in pending):
+            pending.append((site, span))
+        frame.f_trace_lines = True
+        frame.f_trace = self._local
+        if not self._installed:
+            # Line events reach a frame's f_trace only while some tracer is installed; this
+            # one leaves every other frame alone.
+            sys.settrace(self._no_calls)
+            self._installed = True
+
+    def _no_calls(self, frame: FrameType, event: str, arg: Any) -> None:
+        return None
+
+    def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
+        pending = self._pending.get(frame)
+        if not pending or event == "return":
+            self._pending.pop(frame, None)
+            return None
+        if event != "line":
+            return self._local
+        now = frame.f_lineno
+        waiting = []
+        for site, span in pending:
+            lo, hi = span.test
+            if site in self.taken:
+                continue
+            if lo <= now <= hi:
+                waiting.append((site, span))
+            else:
+                self.taken[site] = "then" if span.body[0] <= now <= span.body[1] else "else"
+        if waiting:
+            self._pending[frame] = waiting
+            return self._local
+        del self._pending[frame]
+        return None
+
+    def stop(self) -> None:
+        if self._installed:
+            sys.settrace(None)
+            self._installed = False
+        for frame in self._pending:
+            frame.f_trace = None
+        self._pending.clear()
 
 
 class BranchRecorder:

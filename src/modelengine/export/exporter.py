@@ -47,11 +47,10 @@ from modelengine.export.onnxio import (
     check_and_infer,
     copy_onnx,
     data_files,
+    finish_dynamo_onnx,
     graph_inputs,
     if_nodes,
     if_report,
-    inline_small_weights,
-    name_dynamic_dims,
     opset_of,
     value_info,
 )
@@ -110,10 +109,12 @@ def preflight(spec: ModelEngineSpec, module: Any, args: tuple[Any, ...]) -> int:
 def _frozen_reports(module: Any, args: tuple[Any, ...], notes: TracerNotes) -> list[BranchReport]:
     if not notes.bool_sites:
         return []
-    import torch
+    taken = notes.taken
+    if taken is None:  # not watched during the trace: run eager on the trace's example
+        import torch
 
-    with torch.no_grad():
-        _, taken = BranchRecorder(notes.bool_sites).run(module, *args)
+        with torch.no_grad():
+            _, taken = BranchRecorder(notes.bool_sites).run(module, *args)
     return [
         BranchReport(
             location=site.location,
@@ -148,7 +149,9 @@ def _torchscript_export(
         for t in inputs
         if t.is_dynamic
     }
-    capture = capture_tracer_warnings() if traces else contextlib.nullcontext(TracerNotes())
+    capture = (
+        capture_tracer_warnings(watch_branches=True) if traces else contextlib.nullcontext(TracerNotes())
+    )
     try:
         # no_grad: the trace need not record autograd state (as a hand-written export does).
         with capture as notes, quiet_torch(silence_warnings=not traces), torch.no_grad():
@@ -178,7 +181,7 @@ def _trace(module: Any, args: tuple[Any, ...]) -> tuple[Any, TracerNotes]:
 
     if isinstance(module, torch.jit.ScriptModule):
         return module, TracerNotes()
-    with capture_tracer_warnings() as notes:
+    with capture_tracer_warnings(watch_branches=True) as notes:
         try:
             with quiet_torch(silence_warnings=False):
                 traced = torch.jit.trace(module, args, check_trace=False)  # type: ignore[no-untyped-call]
@@ -302,8 +305,7 @@ def _export_dynamo(
     program_to_onnx(
         program, args, path, inputs=names, outputs=list(spec.export.outputs), opset=spec.export.opset
     )
-    name_dynamic_dims(path, names)
-    inline_small_weights(path)
+    finish_dynamo_onnx(path, names)
 
 
 def _export_torchscript(

@@ -40,13 +40,32 @@ def check_and_infer(path: Path) -> Any:
     return onnx.load(str(path), load_external_data=False)
 
 
-def name_dynamic_dims(path: Path, inputs: list[str]) -> None:
-    """Rename the exporter's symbolic dims (dynamo's `s77`) after the inputs they belong to,
-    `input_dim0`, as the TorchScript exporter's `dynamic_axes` names them, everywhere in
-    the graph; a symbol shared by several inputs keeps its first input's name."""
+def finish_dynamo_onnx(path: Path, inputs: list[str]) -> None:
+    """The dynamo exporter's file made final in one read and at most one write: symbolic
+    dims named after their inputs (`name_dynamic_dims`) and small external weights folded
+    inline (`INLINE_LIMIT`; larger ones stay external)."""
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model
 
     model = onnx.load(str(path), load_external_data=False)
+    externals = data_files(model, path.parent)
+    inline = bool(externals) and sum(p.stat().st_size for p in externals if p.is_file()) <= INLINE_LIMIT
+    if inline:
+        load_external_data_for_model(model, str(path.parent))
+    renamed = name_dynamic_dims(model, inputs)
+    if inline or renamed:
+        onnx.save(model, str(path))
+    if inline:
+        for data in externals:
+            if data.parent == path.parent:
+                data.unlink(missing_ok=True)
+
+
+def name_dynamic_dims(model: Any, inputs: list[str]) -> bool:
+    """Rename the exporter's symbolic dims (dynamo's `s77`) after the inputs they belong to,
+    `input_dim0`, as the TorchScript exporter's `dynamic_axes` names them, everywhere in
+    the graph; a symbol shared by several inputs keeps its first input's name. Returns
+    whether anything was renamed."""
     names: dict[str, str] = {}
     for value in model.graph.input:
         if value.name not in inputs:
@@ -55,7 +74,7 @@ def name_dynamic_dims(path: Path, inputs: list[str]) -> None:
             if dim.HasField("dim_param") and dim.dim_param not in names:
                 names[dim.dim_param] = f"{value.name}_dim{axis}"
     if not names:
-        return
+        return False
 
     def rename(values: Any) -> None:
         for value in values:
@@ -74,7 +93,7 @@ def name_dynamic_dims(path: Path, inputs: list[str]) -> None:
                     walk(g)
 
     walk(model.graph)
-    onnx.save(model, str(path))
+    return True
 
 
 def data_files(model: Any, folder: Path) -> list[Path]:
@@ -88,21 +107,6 @@ def data_files(model: Any, folder: Path) -> list[Path]:
             if location not in files:
                 files.append(location)
     return files
-
-
-def inline_small_weights(path: Path) -> None:
-    """Fold external data back into the .onnx when the weights are small enough."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    externals = data_files(model, path.parent)
-    if not externals or sum(p.stat().st_size for p in externals if p.is_file()) > INLINE_LIMIT:
-        return
-    full = onnx.load(str(path), load_external_data=True)
-    onnx.save(full, str(path))
-    for data in externals:
-        if data.parent == path.parent:
-            data.unlink(missing_ok=True)
 
 
 def copy_onnx(source: Path, out_dir: Path) -> Path:
