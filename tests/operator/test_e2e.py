@@ -420,15 +420,33 @@ def test_a_second_replica_stays_passive_and_metrics_and_liveness_are_served(worl
     )
     passive = world.operator(peering="modelengine", priority=50)
     try:
+        # kopf pauses the lower priority only once it has read the peering object, so right
+        # after start it may still reconcile what exists; the Lease (default in-cluster) has
+        # no such window. Wait until the passive one has published itself, then check that
+        # it takes no action on anything new.
+        wait_for(
+            lambda: (
+                len((world.cluster.get("clusterkopfpeerings", None, "modelengine") or {}).get("status") or {})
+                >= 2
+            ),
+            what="both peers in the peering object",
+        )
+        wait_for(lambda: passive.controller.idle.is_set(), what="the passive replica idle")
+        mark = len(world.cluster.requests())
+        reconciled = passive.controller.metrics.value("modelengine_reconciles_total", {"result": "ok"})
         world.apply(world.modelengine("ha", opt=4))
         wait_for(_phase(world, "ha", "Ready"), timeout=30, what="Ready")
         assert active.controller.metrics.value("modelengine_reconciles_total", {"result": "ok"}) >= 1
-        # kopf peering pauses the lower priority only once it has seen the peering object, so
-        # it may reconcile what already exists at start (all Ready: no writes); the Lease
-        # (default in-cluster) has no such window. What matters: the passive one never wrote.
         agent = passive.controller.config.identity
-        writes = [r for r in world.cluster.requests() if r.headers.get("User-Agent") == agent and r.method != "GET"]
+        writes = [
+            (r.method, r.url.path)
+            for r in world.cluster.requests()[mark:]
+            if r.headers.get("User-Agent") == agent and r.method != "GET"
+        ]
         assert writes == []
+        assert (
+            passive.controller.metrics.value("modelengine_reconciles_total", {"result": "ok"}) == reconciled
+        )
         port = free_port()
         active.controller.metrics.serve(port, addr="127.0.0.1")
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

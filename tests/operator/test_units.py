@@ -235,6 +235,11 @@ def test_unchanged_status_is_not_a_change_and_keeps_transition_times() -> None:
     assert conds["Ready"]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
 
 
+def test_auto_with_no_gpu_nodes_says_what_it_waits_for() -> None:
+    status = desired_status(engines=[], skipped=[], orphaned=[], generation=1, model_digest="d", current=None)
+    assert status["phase"] == "Pending" and "waiting for GPU nodes" in status["message"]
+
+
 def test_invalid_spec_status_lists_every_problem() -> None:
     status = desired_status(
         engines=[],

@@ -81,6 +81,7 @@ class Controller:
         self.metrics = metrics or Metrics()
         self.post_event = post_event or (lambda body, etype, reason, message: None)
         self.elector = elector
+        self.namespaces: list[str] = []  # watched namespaces; empty = all
         self.inventory = NodeInventory()
         self.limiter = BuildLimiter(max_builds=config.max_builds, max_per_kind=config.max_builds_per_kind)
         self.modelengines: dict[Key, dict[str, Any]] = {}
@@ -181,10 +182,13 @@ class Controller:
         self._workers.append(asyncio.create_task(self._prime_and_work(), name="modelengine-worker-0"))
 
     async def _prime_and_work(self) -> None:
-        # Know the GPU kinds before the first plan, or `auto` would plan for none and
-        # write a status it immediately rewrites. One cluster-wide list, not per object.
+        # Know the GPU kinds and the builder Jobs before the first plan: otherwise `auto`
+        # would plan for no kinds, or a restarted operator would re-create Jobs it has not
+        # seen yet (409s). One list each, not per object; the watches keep them current.
         while True:
             try:
+                for job in await self._list_jobs():
+                    self.observe_job("ADDED", job)
                 for node in await self.api.list_nodes():
                     self.inventory.update(
                         node.get("metadata", {}).get("name", ""), node.get("metadata", {}).get("labels") or {}
@@ -202,6 +206,15 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
+
+    async def _list_jobs(self) -> list[dict[str, Any]]:
+        selector = jobspec.LABEL_KEY
+        if not self.namespaces:
+            return await self.api.list_jobs(None, selector)
+        out: list[dict[str, Any]] = []
+        for namespace in self.namespaces:
+            out.extend(await self.api.list_jobs(namespace, selector))
+        return out
 
     async def _worker(self) -> None:
         while True:

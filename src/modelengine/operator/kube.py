@@ -41,6 +41,8 @@ class KubeApi(Protocol):
 
     async def list_nodes(self) -> list[dict[str, Any]]: ...
 
+    async def list_jobs(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]: ...
+
 
 def _message(err: Exception) -> str:
     body = getattr(err, "body", None)
@@ -173,6 +175,23 @@ class ClientApi:
         import json
 
         raw = await self._call(self._core.list_node, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(raw.data).get("items") or []
+        return items
+
+    async def list_jobs(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+        import json
+
+        if namespace is None:
+            raw = await self._call(
+                self._batch.list_job_for_all_namespaces, label_selector=label_selector, _preload_content=False
+            )
+        else:
+            raw = await self._call(
+                self._batch.list_namespaced_job,
+                namespace,
+                label_selector=label_selector,
+                _preload_content=False,
+            )
         items: list[dict[str, Any]] = json.loads(raw.data).get("items") or []
         return items
 

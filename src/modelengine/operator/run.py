@@ -95,6 +95,7 @@ async def operate(
     """Run until `stop_flag` is set. No peering name → standalone (no peering writes)."""
     registry = build_registry(controller, login=login)
     controller.post_event = post_event
+    controller.namespaces = list(namespaces)
     await kopf.operator(
         registry=registry,
         clusterwide=not namespaces,

@@ -94,6 +94,8 @@ def desired_status(
     fail_msg = "; ".join(_failure_line(e) for e in failed)
     if not engines:
         fail_msg = "; ".join(skipped)
+        if not skipped and not orphaned:
+            notes.append("waiting for GPU nodes: no Node has GPU Feature Discovery labels (nvidia.com/gpu.*)")
     return {
         "phase": phase.value,
         "observedGeneration": generation,
