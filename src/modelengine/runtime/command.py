@@ -53,6 +53,13 @@ def register(subparsers: Any) -> None:
     bat.add_argument("--max-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     bat.add_argument("--no-batching", action="store_true", help="run every request on its own")
     bat.add_argument("--instances", type=int, default=2, help="engine executions running at once")
+    bat.add_argument(
+        "--inline-max-ms",
+        type=float,
+        default=1.0,
+        help="a lone request whose engine runs average at most this long runs on the event loop, "
+        "skipping the thread hand-off; 0 = always use the inference threads (default 1.0)",
+    )
     p.set_defaults(func=run)
 
 
@@ -76,6 +83,7 @@ def _config(args: argparse.Namespace) -> Any:
         max_batch_size=args.max_batch_size,
         max_delay_ms=args.max_delay_ms,
         instances=args.instances,
+        inline_max_ms=args.inline_max_ms,
         poll_seconds=args.poll_seconds,
         max_request_mib=args.max_request_mib,
         cache_dir=args.cache_dir,

@@ -57,6 +57,7 @@ class ServerConfig:
     max_batch_size: int = 64
     max_delay_ms: float = 2.0
     instances: int = 2
+    inline_max_ms: float = 1.0
     poll_seconds: float = 10.0
     max_request_mib: float = 64.0
     cache_dir: Path | None = None
@@ -78,6 +79,8 @@ class ServerConfig:
             raise ValueError("--max-request-mib must be positive")
         if self.instances < 1:
             raise ValueError("--instances must be at least 1")
+        if self.inline_max_ms < 0:
+            raise ValueError("--inline-max-ms must not be negative")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -248,6 +251,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
             max_batch_size=config.max_batch_size,
             max_delay_ms=config.max_delay_ms,
             instances=config.instances,
+            inline_max_ms=config.inline_max_ms,
         ),
     )
     plane.set_detail(accelerator=accel.describe())
