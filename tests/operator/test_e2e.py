@@ -484,3 +484,26 @@ def test_lease_leader_election_keeps_the_second_replica_passive_until_the_leader
     finally:
         first.stop()
         second.stop()
+
+
+def test_namespace_scoped_operator_serves_only_its_namespaces(world: World) -> None:
+    operator = world.operator(namespaces=["team-a"])
+    try:
+        for namespace in ("team-a", NAMESPACE):
+            doc = world.modelengine("scoped", targets=[{"computeCapability": "8.9"}])
+            doc["metadata"]["namespace"] = namespace
+            doc["spec"]["storage"]["secretRef"] = {"name": "no-such-secret"}
+            world.custom.create_namespaced_custom_object(
+                "modelengine.io", "v1alpha1", namespace, "modelengines", doc
+            )
+        status = wait_for(
+            lambda: (world.cluster.get("modelengines", "team-a", "scoped") or {}).get("status"),
+            what="status in team-a",
+        )
+        # A missing storage Secret is reported, not retried silently.
+        assert status["phase"] == "Failed"
+        assert "storage Secret team-a/no-such-secret does not exist" in status["message"]
+        wait_for(lambda: operator.controller.idle.is_set(), what="idle")
+        assert (world.cluster.get("modelengines", NAMESPACE, "scoped") or {}).get("status") is None
+    finally:
+        operator.stop()

@@ -303,7 +303,21 @@ class Controller:
             previous_engines=[e for e in current.get("engines") or [] if isinstance(e, dict)],
         )
         self._set_plan(key, {p.build_key for p in plan.targets})
-        store = await self.stores.store_for(key[0], me.spec.storage)
+        try:
+            store = await self.stores.store_for(key[0], me.spec.storage)
+        except StoreError as err:
+            message = f"spec.storage: {redact(str(err))}"
+            desired = desired_status(
+                engines=[],
+                skipped=[],
+                orphaned=[],
+                generation=generation,
+                model_digest=digest,
+                current=current,
+                error=message,
+            )
+            await self._write_status(key, body, desired)
+            raise StoreError(message) from None
         previous = {e.get("buildKey"): e for e in current.get("engines") or [] if isinstance(e, dict)}
         engines: list[dict[str, Any]] = []
         for planned in plan.targets:
