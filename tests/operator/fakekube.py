@@ -88,11 +88,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if raw_request.query.get("watch") in ("true", "1"):
                 return await self._hold_watch(raw_request)
             return aiohttp.web.json_response(self._namespace_list())
-        seen = len(self._requests)
         try:
             return await super().__call__(raw_request)
         finally:
-            self.log.extend(self._requests[seen:])
             if self.history_limit is not None and len(self._requests) > 2 * self.history_limit:
                 del self._requests[: -self.history_limit]
 
@@ -125,6 +123,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return response
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        self.log.append(request)  # once per request, as it arrives (watches end much later)
         if request.resource is not None and isinstance(request.data, (dict, list)):
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
                 self._stamp_create(request)

@@ -281,7 +281,9 @@ def test_killing_the_operator_mid_build_starts_no_duplicate(world: World) -> Non
             for r in world.cluster.requests()[start:]
             if r.url.path.endswith("/jobs") and "POST" in str(r.method).upper()
         ]
-        assert posts == []
+        assert posts == [], [
+            (r.headers.get("User-Agent"), (r.data or {}).get("metadata", {}).get("name")) for r in posts
+        ]
     finally:
         world.node.gate.set()
         second.stop()
