@@ -140,7 +140,7 @@ WORKLOAD_RULES = {
     ("", "services"): MANAGE,
     ("autoscaling", "horizontalpodautoscalers"): MANAGE,
 }
-LEASE_RULES = {("coordination.k8s.io", "leases"): "get create update"}
+LEASE_RULES = {("coordination.k8s.io", "leases"): "get create update patch"}
 PEERING = "get list watch patch"
 
 
@@ -419,7 +419,7 @@ def test_install_doc_lists_exactly_the_rendered_rbac(tmp_path: Path) -> None:
             if role["kind"] == "ClusterRole":
                 rendered |= {(resource, verb) for _, resource, verb, _ in rule_set(role)}
     assert documented == rendered
-    assert "`leases` (coordination.k8s.io)\nget, create and update" in text
+    assert "`leases` (coordination.k8s.io)\nget, create, update and patch" in text
 
 
 @needs_helm
