@@ -270,6 +270,7 @@ def test_values_map_onto_operator_flags(tmp_path: Path) -> None:
         "operator": {
             "maxBuilds": 5,
             "maxBuildsPerKind": 2,
+            "backendVersions": {"tensorrt-rtx": "1.7.1.116", "onnxruntime": "1.22.0"},
             "metricsPort": 9090,
             "livenessPort": 9091,
             "peering": {"name": "me-prod"},
@@ -290,6 +291,8 @@ def test_values_map_onto_operator_flags(tmp_path: Path) -> None:
         "--runtime-image=registry.local/me/runtime:r9",
         "--max-builds=5",
         "--max-builds-per-kind=2",
+        "--backend-version=onnxruntime=1.22.0",
+        "--backend-version=tensorrt-rtx=1.7.1.116",
         "--metrics-port=9090",
         "--liveness-port=9091",
         "--peering=me-prod",
