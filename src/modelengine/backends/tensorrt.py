@@ -43,7 +43,7 @@ from modelengine.backends.base import (
 )
 from modelengine.backends.cuda_exec import CudaError, current_compute_capability, gpu_status
 from modelengine.backends.trt import options as trt_options
-from modelengine.backends.trt.build import LogSink, build_plan
+from modelengine.backends.trt.build import LogSink, build_plan, make_logger
 from modelengine.backends.trt.calibration import CalibrationData
 
 if TYPE_CHECKING:
@@ -65,14 +65,8 @@ def _require() -> None:
 def _logger(sink: LogSink) -> trt_t.ILogger:
     import tensorrt as trt
 
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            sink.add(int(severity), msg)
-
-    return _Logger()
+    logger: trt_t.ILogger = make_logger(trt, sink)
+    return logger
 
 
 def has_qdq(onnx_path: Path) -> bool:

@@ -35,7 +35,7 @@ from modelengine.backends.base import (
     Progress,
 )
 from modelengine.backends.cuda_exec import gpu_status
-from modelengine.backends.trt.build import LogSink, build_plan
+from modelengine.backends.trt.build import LogSink, build_plan, make_logger
 
 if TYPE_CHECKING:
     import tensorrt_rtx as trt_t
@@ -56,14 +56,8 @@ def _require() -> None:
 def _logger(sink: LogSink) -> trt_t.ILogger:
     import tensorrt_rtx as trt
 
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            sink.add(int(severity), msg)
-
-    return _Logger()
+    logger: trt_t.ILogger = make_logger(trt, sink)
+    return logger
 
 
 def supported_capabilities() -> list[str]:

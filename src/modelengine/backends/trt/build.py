@@ -61,6 +61,19 @@ class LogSink:
         return first_line(errors[-1]) if errors else default
 
 
+def make_logger(trt: Any, sink: LogSink) -> Any:
+    """An ILogger of the given TensorRT module (tensorrt or tensorrt_rtx) feeding `sink`."""
+
+    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            sink.add(int(severity), msg)
+
+    return _Logger()
+
+
 def first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[0] if lines else ""
