@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     requests = [
         line
         for line in result["metrics"].splitlines()
-        if line.startswith("modelengine_runtime_requests_total")
+        if line.startswith("modelengine_runtime_requests_total") and not line.endswith(" 0.0")
     ]
     if requests:
         print("metrics: " + "; ".join(requests))
