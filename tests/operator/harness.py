@@ -85,6 +85,27 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
         namespaced=True,
         verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
+    # spec.serving's objects
+    "apps/v1/deployments": kmock.ResourceInfo(
+        kind="Deployment",
+        singular="deployment",
+        namespaced=True,
+        subresources={"status"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    "v1/services": kmock.ResourceInfo(
+        kind="Service",
+        singular="service",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    "autoscaling/v2/horizontalpodautoscalers": kmock.ResourceInfo(
+        kind="HorizontalPodAutoscaler",
+        singular="horizontalpodautoscaler",
+        namespaced=True,
+        subresources={"status"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
     "kopf.dev/v1/kopfpeerings": kmock.ResourceInfo(
         kind="KopfPeering",
         singular="kopfpeering",

@@ -40,6 +40,7 @@ from modelengine.api.targets import GpuKind
 from modelengine.api.validation import SpecError, effective_backend, parse_modelengine
 from modelengine.logs import redact
 from modelengine.operator import jobs as jobspec
+from modelengine.operator import serving as servingspec
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.digests import DigestCache
 from modelengine.operator.kube import ApiError, KubeApi
@@ -100,6 +101,7 @@ class Controller:
         self._workers: list[asyncio.Task[None]] = []
         self._last_write: dict[Key, float] = {}
         self._deferred: set[Key] = set()
+        self._serving: dict[Key, str] = {}  # rendered serving objects known to match the cluster
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -342,6 +344,7 @@ class Controller:
         if desired["phase"] == "Ready" and differs(current, desired):
             await self._write_release(me, generation, digest, plan, store)
         await self._write_status(key, body, desired)
+        await self._reconcile_serving(key, body, me, desired["phase"], plan)
 
     async def _engine(
         self,
@@ -488,6 +491,51 @@ class Controller:
                 if err.status != 404:
                     raise
             job.setdefault("metadata", {})["deletionTimestamp"] = utc_now()
+
+    async def _reconcile_serving(
+        self, key: Key, body: dict[str, Any], me: ModelEngine, phase: str, plan: Plan
+    ) -> None:
+        """Deployment + Service + HPA for `spec.serving`, written only when they differ.
+
+        Without `spec.serving` and nothing applied by this process, no request at all.
+        Once verified, the rendered objects are remembered: later reconciles cost nothing,
+        and a restarted operator reads them (GETs) but writes nothing when they match.
+        """
+        if me.spec.serving is None:
+            if self._serving.pop(key, None) is not None:
+                name = servingspec.serving_name(key[1])
+                for kind in ("HorizontalPodAutoscaler", "Service", "Deployment"):
+                    try:
+                        await self.api.delete_object(kind, key[0], name)
+                    except ApiError as err:
+                        if err.status != 404:
+                            self._serving[key] = ""  # retried: still ours to delete
+                            raise
+                log.info("%s/%s: serving removed", *key)
+            return
+        if phase != "Ready":
+            return  # keep serving the previous release while a new one builds
+        objects = servingspec.render(
+            me=me,
+            uid=(body.get("metadata") or {}).get("uid"),
+            config=self.config,
+            targets=[p.target for p in plan.targets],
+        )
+        fingerprint = json.dumps(objects, sort_keys=True)
+        if self._serving.get(key) == fingerprint:
+            return
+        for obj in objects:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            existing = await self.api.read_object(kind, key[0], name)
+            if existing is None:
+                await self.api.create_object(kind, key[0], obj)
+                log.info("%s/%s: created %s %s", *key, kind, name)
+            elif servingspec.needs_update(existing, obj):
+                await self.api.patch_object(
+                    kind, key[0], name, {"metadata": obj["metadata"], "spec": obj["spec"]}
+                )
+                log.info("%s/%s: updated %s %s", *key, kind, name)
+        self._serving[key] = fingerprint
 
     async def _ensure_finalizer(self, key: Key, body: dict[str, Any], me: ModelEngine) -> None:
         meta = body.get("metadata") or {}
@@ -649,6 +697,7 @@ class Controller:
 
     def _forget(self, key: Key) -> None:
         self._last_write.pop(key, None)
+        self._serving.pop(key, None)  # owner references let the garbage collector delete them
         self._set_plan(key, set())
         self._plans.pop(key, None)
         self._queued.pop(key, None)

@@ -43,6 +43,17 @@ class KubeApi(Protocol):
 
     async def list_jobs(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]: ...
 
+    # spec.serving: Deployment, Service, HorizontalPodAutoscaler (by `kind`)
+    async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def create_object(self, kind: str, namespace: str, body: dict[str, Any]) -> None: ...
+
+    async def patch_object(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """Merge patch."""
+        ...
+
+    async def delete_object(self, kind: str, namespace: str, name: str) -> None: ...
+
 
 def _message(err: Exception) -> str:
     body = getattr(err, "body", None)
@@ -85,6 +96,28 @@ class ClientApi:
         self._core = client.CoreV1Api(self._api)
         self._custom = client.CustomObjectsApi(self._api)
         self._coordination = client.CoordinationV1Api(self._api)
+        apps, autoscaling = client.AppsV1Api(self._api), client.AutoscalingV2Api(self._api)
+        # kind → (read, create, patch, delete) of the namespaced typed API
+        self._serving: dict[str, tuple[Any, Any, Any, Any]] = {
+            "Deployment": (
+                apps.read_namespaced_deployment,
+                apps.create_namespaced_deployment,
+                apps.patch_namespaced_deployment,
+                apps.delete_namespaced_deployment,
+            ),
+            "Service": (
+                self._core.read_namespaced_service,
+                self._core.create_namespaced_service,
+                self._core.patch_namespaced_service,
+                self._core.delete_namespaced_service,
+            ),
+            "HorizontalPodAutoscaler": (
+                autoscaling.read_namespaced_horizontal_pod_autoscaler,
+                autoscaling.create_namespaced_horizontal_pod_autoscaler,
+                autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+                autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+            ),
+        }
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube-api")
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -231,6 +264,46 @@ class ClientApi:
         )
         lease: dict[str, Any] = json.loads(raw.data)
         return lease
+
+    def _calls(self, kind: str) -> tuple[Any, Any, Any, Any]:
+        try:
+            return self._serving[kind]
+        except KeyError:
+            raise ApiError(0, f"unsupported kind {kind!r}") from None
+
+    async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        import json
+
+        try:
+            raw = await self._call(self._calls(kind)[0], name, namespace, _preload_content=False)
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+        obj: dict[str, Any] = json.loads(raw.data)
+        return obj
+
+    async def create_object(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
+        await self._call(self._calls(kind)[1], namespace, body, _preload_content=False)
+
+    async def patch_object(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        await self._call(
+            self._calls(kind)[2],
+            name,
+            namespace,
+            body,
+            _preload_content=False,
+            _content_type="application/merge-patch+json",
+        )
+
+    async def delete_object(self, kind: str, namespace: str, name: str) -> None:
+        await self._call(
+            self._calls(kind)[3],
+            name,
+            namespace,
+            body={"propagationPolicy": "Background"},
+            _preload_content=False,
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
