@@ -60,6 +60,9 @@ async def test_64_concurrent_clients_get_their_own_results_in_batches(
     assert single < executions, "every execution ran a single row"
     assert rows / executions > 2
     assert metric_value(text, "modelengine_runtime_requests_total", outcome="server_error") == 0
+    # The HPA's `inflight` metric: back to zero once every request has been answered.
+    assert "modelengine_runtime_inflight_requests{" in text
+    assert metric_value(text, "modelengine_runtime_inflight_requests") == 0
 
 
 async def test_requests_of_different_shapes_are_never_merged() -> None:

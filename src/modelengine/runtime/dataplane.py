@@ -162,6 +162,7 @@ class DataPlane:
         self.model_name = model_name
         self.batching = batching
         self.metrics = metrics or RuntimeMetrics()
+        self._inflight_metric = self.metrics.inflight.labels(model_name)
         self._pool = ThreadPoolExecutor(max_workers=max(1, batching.instances), thread_name_prefix="infer")
         self._active: ServedModel | None = None
         self._reason = "no engine loaded yet"
@@ -313,6 +314,7 @@ class DataPlane:
             self._check_model(name, version)
             served = self._served()
             served.enter()
+            self._inflight_metric.inc()
             try:
                 request = parse_request(body, header_length)
                 for want in request.outputs or []:
@@ -326,6 +328,7 @@ class DataPlane:
                     raise NotReady(str(err)) from None
             finally:
                 served.exit()
+                self._inflight_metric.dec()
             if request.outputs is None:
                 picked = [(n, outputs[n], request.binary_output) for n in served.output_names]
             else:

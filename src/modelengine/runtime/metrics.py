@@ -60,6 +60,12 @@ class RuntimeMetrics:
             ["model", "backend", "backend_version", "target", "build_key"],
             registry=r,
         )
+        self.inflight = Gauge(
+            "modelengine_runtime_inflight_requests",
+            "Inference requests being served right now (the HPA's `inflight` metric).",
+            ["model"],
+            registry=r,
+        )
         self.ready = Gauge(
             "modelengine_runtime_ready", "1 when an engine is loaded and warmed up.", registry=r
         )
