@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from modelengine.api.models import (
     API_GROUP,
@@ -53,8 +53,9 @@ from modelengine.operator.status import desired_status, differs
 from modelengine.operator.storage import StoreProvider
 from modelengine.store.base import ObjectStore, StoreError
 from modelengine.store.layout import engine_key, engine_prefix, manifest_key, release_key
-from modelengine.store.manifest import EngineManifest, ReleaseEngine, ReleaseRecord
+from modelengine.store.manifest import EngineManifest
 from modelengine.store.publish import read_manifest, read_release, utc_now, write_release
+from modelengine.store.release import make_release
 
 log = logging.getLogger("modelengine.operator")
 
@@ -283,17 +284,7 @@ class Controller:
             digest = await self.digests.digest(me.spec.model, endpoint_url=me.spec.storage.endpoint_url)
         except (StoreError, OSError, ValueError) as err:
             message = f"spec.model.source {me.spec.model.source}: {redact(str(err).splitlines()[0] if str(err) else type(err).__name__)}"
-            desired = desired_status(
-                engines=[],
-                skipped=[],
-                orphaned=[],
-                generation=generation,
-                model_digest=None,
-                current=current,
-                error=message,
-            )
-            await self._write_status(key, body, desired)
-            raise StoreError(message) from None
+            await self._fail_store(key, body, generation, None, current, message)
         backends = {effective_backend(me.spec, t) for t in me.spec.targets}
         versions = {b: self.config.backend_version(b) for b in backends}
         plan = make_plan(
@@ -309,17 +300,7 @@ class Controller:
             store = await self.stores.store_for(key[0], me.spec.storage)
         except StoreError as err:
             message = f"spec.storage: {redact(str(err))}"
-            desired = desired_status(
-                engines=[],
-                skipped=[],
-                orphaned=[],
-                generation=generation,
-                model_digest=digest,
-                current=current,
-                error=message,
-            )
-            await self._write_status(key, body, desired)
-            raise StoreError(message) from None
+            await self._fail_store(key, body, generation, digest, current, message)
         previous = {e.get("buildKey"): e for e in current.get("engines") or [] if isinstance(e, dict)}
         engines: list[dict[str, Any]] = []
         for planned in plan.targets:
@@ -594,31 +575,12 @@ class Controller:
             manifests.append((planned, manifest))
         if not manifests:
             return
-        first = manifests[0][1]
-        record = ReleaseRecord(
+        record = make_release(
+            store,
             namespace=me.metadata.namespace,
             name=me.metadata.name,
             generation=int(generation or 0),
-            model_digest=digest,
-            inputs=first.inputs,
-            outputs=first.outputs,
-            engines=[
-                ReleaseEngine(
-                    target=p.target.name,
-                    build_key=p.build_key,
-                    backend=m.backend,
-                    backend_version=m.backend_version,
-                    compute_capability=m.target.compute_capability,
-                    product=m.target.product,
-                    hardware_compatibility=m.hardware_compatibility,
-                    uri=store.url_for(engine_key(p.build_key, m.engine_file)),
-                    manifest_uri=store.url_for(manifest_key(p.build_key)),
-                    sha256=m.sha256,
-                    size=m.size,
-                )
-                for p, m in manifests
-            ],
-            updated=utc_now(),
+            engines=[(p.target.name, m) for p, m in manifests],
         )
 
         def write() -> None:
@@ -632,6 +594,28 @@ class Controller:
             write_release(store, record)
 
         await asyncio.to_thread(write)
+
+    async def _fail_store(
+        self,
+        key: Key,
+        body: dict[str, Any],
+        generation: int | None,
+        digest: str | None,
+        current: dict[str, Any],
+        message: str,
+    ) -> NoReturn:
+        """Report a store problem (no engines can be known) in status, then retry later."""
+        desired = desired_status(
+            engines=[],
+            skipped=[],
+            orphaned=[],
+            generation=generation,
+            model_digest=digest,
+            current=current,
+            error=message,
+        )
+        await self._write_status(key, body, desired)
+        raise StoreError(message) from None
 
     async def _write_status(self, key: Key, body: dict[str, Any], desired: dict[str, Any]) -> None:
         current = body.get("status") or {}
