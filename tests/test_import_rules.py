@@ -40,6 +40,7 @@ FORBIDDEN: dict[str, set[str]] = {
         "modelengine.operator",
     },
     "store": {"modelengine.operator", "modelengine.runtime", "modelengine.builder", "kopf", "aiohttp"},
+    "builder": {"modelengine.runtime", "modelengine.operator", "kopf", "aiohttp"},
     "backends": {"torch", "modelengine.operator", "modelengine.runtime", "modelengine.builder"},
 }
 

@@ -23,7 +23,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("build", "modelengine.builder.command"),
     ("builder", "modelengine.builder.job"),
     ("inspect", "modelengine.builder.inspect"),
-    ("demo", "modelengine.builder.demo"),
+    ("demo", "modelengine.demo"),
     ("serve", "modelengine.runtime.command"),
     ("operator", "modelengine.operator.command"),
     ("crd", "modelengine.operator.crd_command"),

@@ -8,8 +8,9 @@
    model run directly;
 4. print what happened: the engines' manifests, the selection, the request's result.
 
-It lives in the builder package because it builds (torch); the runtime part goes through
-the runtime's public `start_server`, exactly as `modelengine serve` does.
+It sits beside `cli.py`, above both packages it composes: the builder (which never
+talks to the runtime) and the runtime's public `start_server`, used exactly as
+`modelengine serve` uses it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from modelengine.builder.inspect import describe_manifest
 from modelengine.builder.progress import StreamReporter
 from modelengine.store.open import open_store
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO / "examples" / "combinednet" / "modelengine.yaml"
 
 
