@@ -26,7 +26,7 @@ def test_demo_builds_serves_and_answers_then_hits_the_cache(tmp_path: Path) -> N
     assert out.count(" built ") >= 2
     assert "release record:" in out
     assert "POST /v2/models/combinednet/infer → HTTP 200" in out
-    assert "max |server - ONNX reference| = 0.00e+00" in out or "e-0" in out.split("reference| = ")[1][:12]
+    assert float(out.split("max |server - ONNX reference| = ")[1].split()[0]) < 1e-4
     assert "validation  not run here" in out  # the RTX engine: build-only check, said plainly
     assert "frozen by tracing" in first.stderr  # the seed's gate, reported with its line
     assert (tmp_path / "store" / "releases" / "default" / "combinednet.json").is_file()
