@@ -31,7 +31,7 @@ from modelengine.backends.base import Backend, BuildOptions
 from modelengine.backends.registry import get_backend
 from modelengine.builder.progress import Reporter, StreamReporter, Timings
 from modelengine.store.base import NotFound, ObjectStore
-from modelengine.store.digest import model_digest
+from modelengine.store.digest import digest_local
 from modelengine.store.layout import engine_key, manifest_key, model_key, model_prefix, timing_cache_key
 from modelengine.store.manifest import EngineManifest, EngineTarget, TensorInfo, ValidationFigures
 from modelengine.store.open import fetch
@@ -187,7 +187,8 @@ class Pipeline:
                         self._weights_path = fetch(
                             model.weights, src_dir / wname, endpoint_url=self.endpoint_url
                         )
-                    self._model_digest = model_digest(model, endpoint_url=self.endpoint_url)
+                    # Hash what was just fetched: an s3:// model is not downloaded twice.
+                    self._model_digest = digest_local(model, self._source_path, self._weights_path)
                 except NotFound as err:
                     raise PipelineError("load", f"cannot read model: {err}") from None
                 t.detail = f"model digest {self._model_digest[:12]}"

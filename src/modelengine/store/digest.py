@@ -46,19 +46,33 @@ def local_path(uri: str) -> Path | None:
     return None
 
 
-def model_digest(model: ModelSource, *, endpoint_url: str | None = None) -> str:
-    """sha256 over the model's bytes (source + weights) and how they are read."""
+def digest_local(model: ModelSource, source: Path, weights: Path | None = None) -> str:
+    """sha256 over the model's bytes (already local) and how they are read."""
     h = hashlib.sha256()
     h.update(f"format={model.format.value};entrypoint={model.entrypoint or ''}\0".encode())
+    for label, path in (("source", source), ("weights", weights)):
+        if path is None:
+            continue
+        if not path.exists():
+            raise NotFound(f"model {label} {path} does not exist")
+        h.update(label.encode() + b"\0")
+        _hash_path(h, path)
+    return h.hexdigest()
+
+
+def model_digest(model: ModelSource, *, endpoint_url: str | None = None) -> str:
+    """The digest of a model by URI: local files are read in place, s3:// ones fetched."""
     with tempfile.TemporaryDirectory(prefix="modelengine-digest-") as tmp:
+        paths: dict[str, Path | None] = {"source": None, "weights": None}
         for label, uri in (("source", model.source), ("weights", model.weights)):
             if uri is None:
                 continue
-            h.update(label.encode() + b"\0")
             path = local_path(uri)
             if path is None:
                 path = fetch(uri, Path(tmp) / label, endpoint_url=endpoint_url)
             if not path.exists():
                 raise NotFound(f"model {label} {uri} does not exist")
-            _hash_path(h, path)
-    return h.hexdigest()
+            paths[label] = path
+        source = paths["source"]
+        assert source is not None
+        return digest_local(model, source, paths["weights"])
