@@ -26,7 +26,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("demo", "modelengine.demo"),
     ("serve", "modelengine.runtime.command"),
     ("operator", "modelengine.operator.command"),
-    ("crd", "modelengine.operator.crd_command"),
+    ("crd", "modelengine.api.crd_command"),
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelengine.operator.crd import generate_crd
+from modelengine.api.crd import generate_crd
 
 from .admission import admit, apply_defaults, evaluate_rule, to_jsonschema, walk_list_maps, walk_rules
 from .samples import base

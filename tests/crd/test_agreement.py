@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from modelengine.api.crd import generate_crd
 from modelengine.api.validation import SpecError, parse_modelengine
-from modelengine.operator.crd import generate_crd
 
 from .admission import admit
 from .samples import FIXTURES, INVALID, ROOT, VALID_EDGES, Sample, load_documents

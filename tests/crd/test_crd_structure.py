@@ -21,6 +21,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
+from modelengine.api.crd import SchemaError, crd_yaml, generate_crd, model_schema
 from modelengine.api.models import (
     Condition,
     EnginePhase,
@@ -29,7 +30,6 @@ from modelengine.api.models import (
     Phase,
 )
 from modelengine.cli import main
-from modelengine.operator.crd import SchemaError, crd_yaml, generate_crd, model_schema
 
 from .admission import _program, crd_version, to_jsonschema
 

@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from modelengine.operator.crd import crd_yaml, generate_crd
+from modelengine.api.crd import crd_yaml, generate_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "modelengine"

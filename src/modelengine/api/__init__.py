@@ -1,4 +1,8 @@
-"""The ModelEngine API: spec/status models, validation, targets and build keys (the leaf)."""
+"""The ModelEngine API: spec/status models, validation, targets and build keys (the leaf).
+
+Beside the models: `crd` generates the CustomResourceDefinition from them and
+`crd_command` is `modelengine crd`; both import nothing of the project outside `api/`.
+"""
 
 from modelengine.api.models import (
     API_GROUP,

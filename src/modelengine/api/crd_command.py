@@ -1,8 +1,9 @@
 """`modelengine crd`: print the generated CRD YAML, or write it to a file.
 
-Design: the command only renders `crd.crd_yaml()`; it imports no kopf or kubernetes client,
-so it runs from the base install (pydantic + PyYAML) and in CI's drift test. Writing goes
-through a temporary file and a rename, so an interrupted run never leaves half a CRD.
+Design: the command only renders `crd.crd_yaml()` and lives beside the API models it is
+generated from; it imports no kopf or kubernetes client, so it runs from the base install
+(pydantic + PyYAML) and in CI's drift test. Writing goes through a temporary file and a
+rename, so an interrupted run never leaves half a CRD.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelengine.operator.crd import crd_yaml
+from modelengine.api.crd import crd_yaml
 
 
 class CrdWriteError(Exception):
