@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,30 @@ def test_new_target_reuses_the_stored_onnx(built: dict[str, Any], tmp_path: Path
     assert outcome.phase == "Ready" and not outcome.cached
     assert export.cached  # the ONNX came from the store, not from a new export
     assert outcome.build_key not in {o.build_key for o in built["outcomes"]}
+
+
+def test_export_record_is_snake_case_and_an_older_camel_case_one_still_serves(
+    built: dict[str, Any], tmp_path: Path
+) -> None:
+    (record_path,) = Path(built["store"]).glob("models/*/export.json")
+    doc = json.loads(record_path.read_text())
+    assert {"export_digest", "model_digest", "files", "verification"} <= set(doc)
+    assert "max_abs_error" in doc["verification"]
+    # A store written by an older builder holds the camelCase spelling: no export again.
+    shutil.copytree(built["store"], tmp_path / "store")
+    old = {"exportDigest": doc.pop("export_digest"), "modelDigest": doc.pop("model_digest"), **doc}
+    verification = old["verification"]
+    verification["maxAbsError"] = verification.pop("max_abs_error")
+    verification["maxRelError"] = verification.pop("max_rel_error")
+    (tmp_path / "store" / record_path.relative_to(built["store"])).write_text(json.dumps(old))
+    store_uri = (tmp_path / "store").as_uri()
+    me = example(store_uri, [Target(compute_capability="7.5")])
+    with Pipeline(me, store=open_store(store_uri), reporter=RecordingReporter()) as p:
+        (outcome,) = p.run([ResolvedTarget(BackendName.TENSORRT_RTX, "7.5")])
+        export = next(s for s in p.timings.stages if s.name == "export")
+    assert outcome.phase == "Ready", outcome.reason
+    assert export.cached and outcome.manifest is not None
+    assert outcome.manifest.onnx_digest == old["exportDigest"]
 
 
 def test_cpu_engine_honours_the_batch_profile(built: dict[str, Any]) -> None:

@@ -15,13 +15,12 @@ target is cached imports neither torch nor TensorRT.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,17 @@ from modelengine.api.targets import ResolvedTarget, build_key, export_digest
 from modelengine.backends.base import Backend, BuildOptions
 from modelengine.backends.registry import get_backend
 from modelengine.builder.progress import Reporter, StreamReporter, Timings
+from modelengine.errors import BuildFailed, first_line, utc_now
 from modelengine.store.base import NotFound, ObjectStore
 from modelengine.store.digest import digest_local
+from modelengine.store.export_record import EXPORT_RECORD_NAME, BranchRecord, ExportRecord, ExportVerification
 from modelengine.store.layout import engine_key, manifest_key, model_key, model_prefix, timing_cache_key
 from modelengine.store.manifest import EngineManifest, EngineTarget, TensorInfo, ValidationFigures
 from modelengine.store.open import fetch
-from modelengine.store.publish import publish_engine, read_manifest, utc_now
-
-EXPORT_RECORD = "export.json"
+from modelengine.store.publish import publish_engine, read_manifest
 
 
-class PipelineError(RuntimeError):
+class PipelineError(BuildFailed):
     """A stage failed; the message is the one-line cause shown to the user."""
 
     def __init__(self, stage: str, message: str) -> None:
@@ -78,44 +77,6 @@ class TargetOutcome:
             "backendVersion": self.backend_version,
             "buildSeconds": round(m.build_seconds, 3) if m else None,
         }
-
-
-@dataclass
-class ExportRecord:
-    """What the pipeline keeps about an exported ONNX (`models/<digest>/export.json`)."""
-
-    export_digest: str
-    model_digest: str
-    files: list[str]
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo]
-    warnings: list[str] = field(default_factory=list)
-    verification: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        doc = {
-            "exportDigest": self.export_digest,
-            "modelDigest": self.model_digest,
-            "files": self.files,
-            "inputs": [t.model_dump() for t in self.inputs],
-            "outputs": [t.model_dump() for t in self.outputs],
-            "warnings": self.warnings,
-            "verification": self.verification,
-        }
-        return json.dumps(doc, indent=2).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> ExportRecord:
-        doc = json.loads(raw)
-        return cls(
-            export_digest=doc["exportDigest"],
-            model_digest=doc["modelDigest"],
-            files=list(doc["files"]),
-            inputs=[TensorInfo.model_validate(t) for t in doc["inputs"]],
-            outputs=[TensorInfo.model_validate(t) for t in doc["outputs"]],
-            warnings=list(doc.get("warnings", [])),
-            verification=dict(doc.get("verification", {})),
-        )
 
 
 BackendFactory = Callable[[BackendName], Backend]
@@ -210,7 +171,7 @@ class Pipeline:
             return self._onnx
         digest = export_digest(self.model_digest(), self.spec)
         onnx_dir = self.work_dir / "onnx" / digest[:16]
-        record_key = model_key(digest, EXPORT_RECORD)
+        record_key = model_key(digest, EXPORT_RECORD_NAME)
         try:
             record = ExportRecord.from_json(self.store.get_bytes(record_key))
         except NotFound:
@@ -267,19 +228,19 @@ class Pipeline:
             inputs=result.inputs,
             outputs=result.outputs,
             warnings=warnings,
-            verification={
-                "samples": report.samples,
-                "maxAbsError": report.max_abs_error,
-                "maxRelError": report.max_rel_error,
-                "branches": [
-                    {"location": b.location, "code": b.code, "verdict": b.verdict} for b in report.branches
+            verification=ExportVerification(
+                samples=report.samples,
+                max_abs_error=report.max_abs_error,
+                max_rel_error=report.max_rel_error,
+                branches=[
+                    BranchRecord(location=b.location, code=b.code, verdict=b.verdict) for b in report.branches
                 ],
-            },
+            ),
         )
         with self.timings.measure("upload", self.reporter, "ONNX") as t:
             for name in files:
                 self.store.put_file(model_key(digest, name), onnx_dir / name)
-            self.store.put_bytes(model_key(digest, EXPORT_RECORD), record.to_json())
+            self.store.put_bytes(model_key(digest, EXPORT_RECORD_NAME), record.to_json())
             t.detail = f"{self.store.url_for(model_prefix(digest))}"
         return onnx_dir / files[0], record
 
@@ -313,7 +274,7 @@ class Pipeline:
                     progress=self.reporter.info,
                 )
             except Exception as err:
-                raise PipelineError("build", f"{target.name}: {_first_line(err)}") from None
+                raise PipelineError("build", f"{target.name}: {first_line(err)}") from None
             build_seconds = time.perf_counter() - build_start
             size = result.engine_path.stat().st_size
             t.detail = f"{target.name}: {size / 1e6:.2f} MB engine"
@@ -400,7 +361,7 @@ class Pipeline:
                 atol=verify.atol,
             )
         except Exception as err:
-            raise PipelineError("validate", _first_line(err)) from None
+            raise PipelineError("validate", first_line(err)) from None
 
     # -- whole runs -----------------------------------------------------------------
 
@@ -436,8 +397,3 @@ def with_profiles(built: list[TensorInfo], exported: list[TensorInfo]) -> list[T
             t = t.model_copy(update={"min": ref.min, "opt": ref.opt, "max": ref.max})
         out.append(t)
     return out
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
