@@ -39,6 +39,19 @@ def _hash_file(h: hashlib._Hash, path: Path) -> None:
     h.update(b"\0")
 
 
+def content_digest(path: Path) -> str:
+    """The content address `modelengine push` uploads a source under: a file's plain
+    sha256, or a folder's (relative paths + bytes of its files, caches skipped)."""
+    h = hashlib.sha256()
+    if path.is_dir():
+        _hash_path(h, path)
+    else:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def local_path(uri: str) -> Path | None:
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):

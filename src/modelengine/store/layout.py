@@ -5,6 +5,8 @@ engines/<build-key>/<engine file>        engine.plan / model.ort.onnx
 engines/<build-key>/manifest.json        written LAST: its presence means complete
 timing-caches/<backend>-<version>/<target>.cache
 releases/<namespace>/<name>.json
+source-records/<identity>.json           model digest + exported ONNX of one source identity
+sources/<content-sha256>/...             model files uploaded by `modelengine push`
 """
 
 from __future__ import annotations
@@ -38,3 +40,11 @@ def timing_cache_key(backend: str, version: str, target: str) -> str:
 
 def release_key(namespace: str, name: str) -> str:
     return f"releases/{namespace}/{name}.json"
+
+
+def source_record_key(identity: str) -> str:
+    return f"source-records/{identity}.json"
+
+
+def pushed_source_prefix(content_digest: str) -> str:
+    return f"sources/{content_digest}/"

@@ -1,4 +1,5 @@
-"""Open a store from its URI, and fetch single files (model sources) by URI."""
+"""Open a store from its URI, and fetch model sources by URI: one file, or a folder
+(`s3://bucket/prefix/`, trailing slash) downloaded object by object."""
 
 from __future__ import annotations
 
@@ -41,16 +42,33 @@ def split_object_uri(uri: str, **kwargs: str | None) -> tuple[ObjectStore, str]:
 
 
 def fetch(uri: str, dest: Path, **kwargs: str | None) -> Path:
-    """Download one object (or copy a local file) to `dest`."""
+    """Download one object, or every object under a folder URI, to `dest` (local files
+    and folders are used in place)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         path = Path(unquote(parsed.path) if parsed.scheme else uri)
         if not path.exists():
             raise NotFound(f"{uri} does not exist")
-        return path  # local files are used in place
+        return path
+    if parsed.scheme == "s3" and parsed.path.endswith("/"):
+        return _fetch_folder(uri, dest, **kwargs)
     store, key = split_object_uri(uri, **kwargs)
     store.get_file(key, dest)
     return dest
+
+
+def _fetch_folder(uri: str, dest: Path, **kwargs: str | None) -> Path:
+    folder = open_store(uri, **kwargs)
+    keys = sorted(k for k in folder.list("") if k and not k.endswith("/"))
+    if not keys:
+        raise NotFound(f"{uri} holds no objects")
+    root = dest.resolve()
+    for key in keys:
+        target = (root / key).resolve()
+        if not target.is_relative_to(root):
+            raise StoreError(f"{uri}: object key {key!r} escapes the folder")
+        folder.get_file(key, target)
+    return root
 
 
 def sha256_file(path: Path) -> str:

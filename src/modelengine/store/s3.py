@@ -1,14 +1,19 @@
 """`s3://bucket/prefix` store through boto3 (AWS S3, MinIO, moto).
 
-Credentials come from boto3's usual chain (env vars the operator maps from the
-ModelEngine's Secret, IRSA, instance profiles); they are never part of the store URI, a
-message or a log line. Single PUTs and multipart uploads are both atomic on S3: an
-object appears whole or not at all.
+Every S3 client of the project comes from `s3_client`, so the operator (which reads the
+ModelEngine's Secret itself) and a builder pod (which gets the same Secret's keys through
+`envFrom`) resolve one Secret to the same endpoint, region and credentials: the standard
+AWS_* keys, read from the given mapping or else from the process environment, with the
+spec's endpoint winning when it names one. Without keys, boto3's usual chain (IRSA,
+instance profiles) applies. Credentials are never part of the store URI, a message or a
+log line. Single PUTs and multipart uploads are both atomic on S3: an object appears
+whole or not at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +21,41 @@ from modelengine.store.base import NotFound, StoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+DEFAULT_REGION = "us-east-1"
+
+
+def s3_client(
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    credentials: Mapping[str, str] | None = None,
+) -> S3Client:
+    """A boto3 S3 client from the keys a Secret holds (or this process's environment).
+
+    Honoured keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+    AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. An explicit
+    `endpoint_url` or `region` (from the spec) wins over the keys.
+    """
+    import boto3
+    from botocore.config import Config
+
+    keys = os.environ if credentials is None else credentials
+    endpoint = endpoint_url or keys.get("AWS_ENDPOINT_URL_S3") or keys.get("AWS_ENDPOINT_URL") or None
+    region_name = region or keys.get("AWS_REGION") or keys.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    access_key = keys.get("AWS_ACCESS_KEY_ID") or None
+    session = boto3.session.Session(
+        aws_access_key_id=access_key,
+        aws_secret_access_key=keys.get("AWS_SECRET_ACCESS_KEY") if access_key else None,
+        aws_session_token=(keys.get("AWS_SESSION_TOKEN") or None) if access_key else None,
+        region_name=region_name,
+    )
+    return session.client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10),
+    )
 
 
 def _reason(err: Exception) -> str:
@@ -37,21 +77,17 @@ class S3Store:
         region: str | None = None,
         client: S3Client | None = None,
     ) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._client: S3Client = client or boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10),
-        )
+        self._client: S3Client = client or s3_client(endpoint_url=endpoint_url, region=region)
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def client(self) -> S3Client:
+        return self._client
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
