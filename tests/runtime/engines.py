@@ -108,8 +108,8 @@ def publish(
     key = hashlib.sha256(data + f"{backend}{version}{compute_capability}{product}".encode()).hexdigest()[:32]
     manifest = EngineManifest(
         build_key=key,
-        model_digest="m" * 64,
-        onnx_digest="o" * 64,
+        model_digest="a" * 64,
+        onnx_digest="b" * 64,
         backend=backend,
         backend_version=version,
         target=EngineTarget(compute_capability=compute_capability, product=product),
@@ -156,7 +156,7 @@ def release(
         namespace=namespace,
         name=name,
         generation=generation,
-        model_digest="m" * 64,
+        model_digest="a" * 64,
         inputs=profile_inputs(),
         outputs=outputs(),
         engines=engines,

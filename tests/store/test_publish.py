@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from modelengine.store.base import ObjectStore, StoreError
-from modelengine.store.layout import engine_key, manifest_key
+from modelengine.store.layout import engine_key, engine_prefix, manifest_key
 from modelengine.store.manifest import EngineManifest, EngineTarget, TensorInfo
 from modelengine.store.open import open_store, sha256_file
 from modelengine.store.publish import (
@@ -20,13 +20,15 @@ from modelengine.store.publish import (
 )
 from modelengine.store.release import make_release
 
+K1 = "1" * 32
 
-def manifest(key: str = "k1") -> EngineManifest:
+
+def manifest(key: str = K1) -> EngineManifest:
     io = [TensorInfo(name="input", dtype="float32", shape=[-1, 3], min=[1, 3], opt=[2, 3], max=[4, 3])]
     return EngineManifest(
         build_key=key,
-        model_digest="m" * 64,
-        onnx_digest="o" * 64,
+        model_digest="a" * 64,
+        onnx_digest="b" * 64,
         backend="onnxruntime",
         backend_version="1.32.0",
         target=EngineTarget(),
@@ -55,8 +57,8 @@ def test_publish_writes_engine_then_manifest(tmp_path: Path) -> None:
     assert ours
     assert final.sha256 == sha256_file(tmp_path / "e.bin") and final.size == 12
     assert final.engine_file.startswith("model.ort.") and final.engine_file.endswith(".onnx")
-    assert store.get_bytes(engine_key("k1", final.engine_file)) == b"engine-bytes"
-    assert read_manifest(store, "k1") == final
+    assert store.get_bytes(engine_key(K1, final.engine_file)) == b"engine-bytes"
+    assert read_manifest(store, K1) == final
 
 
 class FailingManifestStore:
@@ -83,13 +85,13 @@ def test_interrupted_upload_publishes_no_manifest(tmp_path: Path) -> None:
             base_name="engine.plan",
             manifest=manifest(),
         )
-    assert read_manifest(inner, "k1") is None
-    assert not inner.exists(manifest_key("k1"))
+    assert read_manifest(inner, K1) is None
+    assert not inner.exists(manifest_key(K1))
     # The next builder publishes normally over the leftover.
     final, ours = publish_engine(
         inner, engine_path=engine(tmp_path, b"whole"), base_name="engine.plan", manifest=manifest()
     )
-    assert ours and read_manifest(inner, "k1") == final
+    assert ours and read_manifest(inner, K1) == final
 
 
 def test_second_publisher_finds_the_first_and_stops(tmp_path: Path, s3_env: dict[str, Any]) -> None:
@@ -102,9 +104,9 @@ def test_second_publisher_finds_the_first_and_stops(tmp_path: Path, s3_env: dict
     )
     assert ours1 and not ours2
     assert second == first
-    assert store.get_bytes(engine_key("k1", first.engine_file)) == b"A"
-    keys = sorted(store.list("engines/k1/"))
-    assert keys == sorted([engine_key("k1", first.engine_file), manifest_key("k1")])
+    assert store.get_bytes(engine_key(K1, first.engine_file)) == b"A"
+    keys = sorted(store.list(engine_prefix(K1)))
+    assert keys == sorted([engine_key(K1, first.engine_file), manifest_key(K1)])
 
 
 def test_verify_download_detects_corruption(tmp_path: Path) -> None:

@@ -24,10 +24,13 @@ import numpy as np
 from modelengine.api.models import BackendName
 from modelengine.api.versions import installed_version
 from modelengine.backends.base import Backend, Engine
+from modelengine.errors import first_line
 from modelengine.store.base import ObjectStore, StoreError
+from modelengine.store.layout import MANIFEST_NAME
 from modelengine.store.manifest import EngineManifest, ReleaseEngine, TensorInfo
-from modelengine.store.open import sha256_file, split_object_uri
+from modelengine.store.open import sha256_file
 from modelengine.store.publish import verify_download
+from modelengine.store.trust import confine, engine_object_key, parse_manifest
 
 log = logging.getLogger(__name__)
 
@@ -79,56 +82,27 @@ def default_backend_factory(name: str) -> Backend:
     return get_backend(name)
 
 
-def _key_in(store: ObjectStore, uri: str) -> str | None:
-    root = store.uri.rstrip("/") + "/"
-    if uri.startswith(root):
-        return uri[len(root) :]
-    # A moved or mirrored store (a copied directory, a bucket replica): content-addressed
-    # keys mean the same bytes in any copy, so prefer this store's copy when it has one.
-    marker = uri.rfind("/engines/")
-    if marker != -1 and store.exists(uri[marker + 1 :]):
-        return uri[marker + 1 :]
-    return None
-
-
-def fetch_verified(
-    store: ObjectStore,
-    uri: str,
-    sha256: str,
-    dest: Path,
-    *,
-    endpoint_url: str | None = None,
-) -> Path:
-    """The object at `uri` as a local file whose sha256 is `sha256` (cached at `dest`)."""
+def fetch_verified(store: ObjectStore, key: str, sha256: str, dest: Path) -> Path:
+    """The object at `key` as a local file whose sha256 is `sha256` (cached at `dest`)."""
     if dest.is_file() and sha256_file(dest) == sha256:
         return dest
-    key = _key_in(store, uri)
     try:
-        if key is not None:
-            store.get_file(key, dest)
-        else:
-            other, other_key = split_object_uri(uri, endpoint_url=endpoint_url)
-            other.get_file(other_key, dest)
+        store.get_file(key, dest)
         verify_download(dest, sha256)
     except StoreError as err:
         dest.unlink(missing_ok=True)
-        raise EngineLoadError(f"engine {uri}: {err}") from None
+        raise EngineLoadError(f"engine {store.url_for(key)}: {err}") from None
     return dest
 
 
-def read_manifest_at(store: ObjectStore, uri: str, *, endpoint_url: str | None = None) -> EngineManifest:
-    key = _key_in(store, uri)
+def read_manifest_at(store: ObjectStore, key: str, *, build_key: str) -> EngineManifest:
+    """The manifest at `key` of this store, parsed as untrusted."""
     try:
-        if key is not None:
-            raw = store.get_bytes(key)
-        else:
-            other, other_key = split_object_uri(uri, endpoint_url=endpoint_url)
-            raw = other.get_bytes(other_key)
-        return EngineManifest.model_validate_json(raw)
+        return parse_manifest(
+            store.get_bytes(key), where=f"manifest {store.url_for(key)}", build_key=build_key
+        )
     except StoreError as err:
-        raise EngineLoadError(str(err)) from None
-    except ValueError as err:
-        raise EngineLoadError(f"manifest {uri} is unreadable: {str(err).splitlines()[0]}") from None
+        raise EngineLoadError(first_line(err)) from None
 
 
 def load_and_warm(
@@ -146,16 +120,14 @@ def load_and_warm(
     try:
         engine = backend.load(path, inputs=info.inputs, outputs=info.outputs)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EngineLoadError(
-            f"cannot load {info.target} ({info.backend} {info.backend_version}): {first}"
+            f"cannot load {info.target} ({info.backend} {info.backend_version}): {first_line(err)}"
         ) from None
     try:
         warm_up(engine)
     except Exception as err:
         engine.close()
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EngineLoadError(f"warm-up of {info.target} failed: {first}") from None
+        raise EngineLoadError(f"warm-up of {info.target} failed: {first_line(err)}") from None
     return LoadedEngine(engine, info, time.perf_counter() - start)
 
 
@@ -195,19 +167,26 @@ def load_release_engine(
     *,
     cache_dir: Path,
     backend_factory: BackendFactory,
-    endpoint_url: str | None = None,
 ) -> LoadedEngine:
-    """Manifest + engine file of a release entry, verified, loaded and warmed up."""
-    manifest = read_manifest_at(store, engine.manifest_uri, endpoint_url=endpoint_url)
+    """Manifest + engine file of a release entry, verified, loaded and warmed up.
+
+    The entry's URIs only name keys: both objects are read from `store`, the store the
+    release record came from (`store.trust`), and the download lands inside `cache_dir`.
+    """
+    try:
+        manifest_key = engine_object_key(engine.manifest_uri, engine.build_key, file_name=MANIFEST_NAME)
+        key = engine_object_key(engine.uri, engine.build_key)
+        dest = confine(cache_dir, engine.build_key, key.rsplit("/", 1)[-1])
+    except StoreError as err:
+        raise EngineLoadError(f"release entry {engine.target[:64]} is refused: {first_line(err)}") from None
+    manifest = read_manifest_at(store, manifest_key, build_key=engine.build_key)
     if manifest.sha256 != engine.sha256:
         raise EngineLoadError(
             f"release names sha256 {engine.sha256[:12]}… for {engine.target}, "
             f"its manifest says {manifest.sha256[:12]}…"
         )
-    name = engine.uri.rstrip("/").rsplit("/", 1)[-1]
-    dest = cache_dir / engine.build_key / name
-    log.info("fetching engine %s", engine.uri)
-    path = fetch_verified(store, engine.uri, engine.sha256, dest, endpoint_url=endpoint_url)
+    log.info("fetching engine %s", store.url_for(key))
+    path = fetch_verified(store, key, engine.sha256, dest)
     return load_and_warm(path, info_from_manifest(manifest, engine.target), backend_factory=backend_factory)
 
 
@@ -219,11 +198,12 @@ def load_local_engine(
 ) -> LoadedEngine:
     """An engine on local disk described by its manifest.json (no release record)."""
     try:
-        manifest = EngineManifest.model_validate_json(manifest_path.read_bytes())
+        manifest = parse_manifest(manifest_path.read_bytes(), where=f"manifest {manifest_path}")
+        path = confine(manifest_path.parent, manifest.engine_file)
     except OSError as err:
         raise EngineLoadError(f"cannot read {manifest_path}: {err.strerror}") from None
-    except ValueError as err:
-        raise EngineLoadError(f"manifest {manifest_path} is unreadable: {str(err).splitlines()[0]}") from None
+    except StoreError as err:
+        raise EngineLoadError(first_line(err)) from None
     have = installed.get(manifest.backend)
     if have is None:
         raise EngineLoadError(f"{manifest.backend} is not installed in this runtime")
@@ -232,7 +212,6 @@ def load_local_engine(
             f"engine built with {manifest.backend} {manifest.backend_version}, "
             f"this runtime has {manifest.backend} {have}"
         )
-    path = manifest_path.parent / manifest.engine_file
     try:
         verify_download(path, manifest.sha256)
     except (StoreError, OSError) as err:

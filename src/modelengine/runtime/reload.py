@@ -20,13 +20,14 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from modelengine.errors import first_line
 from modelengine.runtime.accelerator import Accelerator
 from modelengine.runtime.dataplane import DataPlane
 from modelengine.runtime.loader import BackendFactory, EngineLoadError, load_local_engine, load_release_engine
 from modelengine.runtime.selection import select_engine
 from modelengine.store.base import NotFound, ObjectStore, StoreError
 from modelengine.store.layout import release_key
-from modelengine.store.manifest import ReleaseRecord
+from modelengine.store.trust import parse_release
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ class ReleaseWatcher:
         installed: Mapping[str, str],
         cache_dir: Path,
         backend_factory: BackendFactory,
-        endpoint_url: str | None = None,
     ) -> None:
         self._plane = plane
         self._store = store
@@ -52,7 +52,6 @@ class ReleaseWatcher:
         self._installed = dict(installed)
         self._cache_dir = cache_dir
         self._factory = backend_factory
-        self._endpoint = endpoint_url
         self._seen: str | None = None  # sha256 of the last record acted on
         self.loads = 0
 
@@ -74,12 +73,12 @@ class ReleaseWatcher:
         if digest == self._seen:
             return
         try:
-            record = ReleaseRecord.model_validate_json(raw)
-        except ValueError as err:
+            record = parse_release(raw, where=f"release record {self.record_uri}")
+        except StoreError as err:
             self._seen = digest
-            self._plane.set_not_ready(
-                f"release record {self.record_uri} is unreadable: {str(err).splitlines()[0]}"
-            )
+            self._plane.set_not_ready(first_line(err))
+            if self._plane.active is not None:
+                log.error("keeping the current engine: %s", first_line(err))
             return
         selection = select_engine(self._accel, record, self._installed)
         self._plane.set_detail(
@@ -112,7 +111,6 @@ class ReleaseWatcher:
                 selection.engine,
                 cache_dir=self._cache_dir,
                 backend_factory=self._factory,
-                endpoint_url=self._endpoint,
             )
         except EngineLoadError as err:
             # not marked as seen: retried on the next poll (a download may be transient)

@@ -274,7 +274,6 @@ async def start_server(config: ServerConfig) -> RunningServer:
             installed=installed,
             cache_dir=cache,
             backend_factory=config.backend_factory,
-            endpoint_url=config.s3_endpoint,
         )
     max_bytes = int(config.max_request_mib * 1024 * 1024)
     runner = web.AppRunner(

@@ -8,14 +8,57 @@ reader can always tell which engine file the manifest belongs to.
 `ReleaseRecord` (`releases/<namespace>/<name>.json`) is what the runtime sidecar reads:
 the engines of one ModelEngine, one per target, written by the operator (or the local
 CLI) once every target is Ready. Changing it is how a new engine reaches running pods.
+
+Two levels of checking. Documents built in-process (by the pipeline, the operator) come
+from validated inputs and are built field by field, so construction checks types only.
+Documents *read from a store* are untrusted (anyone with write access to the store wrote
+them): they are parsed with the `UNTRUSTED` validation context (see `store.trust`), which
+turns on the checks below: hex formats for keys and digests, single safe path segments
+for file names, bounded sizes, ranks, dims and list lengths.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MANIFEST_SCHEMA = 1
 RELEASE_SCHEMA = 1
+
+# Validation context for documents read from a store.
+UNTRUSTED: dict[str, Any] = {"untrusted": True}
+
+BUILD_KEY = re.compile(r"[0-9a-f]{32,64}")  # api.targets.build_key: sha256 hex, truncated to 32
+DIGEST = re.compile(r"[0-9a-f]{64}")  # sha256 hex
+SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # one path segment, never . or ..
+TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")  # backend names, versions, dtypes
+K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+MAX_RANK = 16
+MAX_DIM = 2**31 - 1
+MAX_TENSORS = 256
+MAX_ENGINES = 64
+MAX_TENSOR_NAME = 256
+MAX_ENGINE_BYTES = 256 * 2**30
+MAX_TEXT = 1024
+
+
+def _untrusted(info: ValidationInfo) -> bool:
+    return bool(isinstance(info.context, dict) and info.context.get("untrusted"))
+
+
+def _match(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"not {what}: {value[:80]!r}")
+    return value
+
+
+def _bounded_text(value: str, what: str) -> str:
+    if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
+        raise ValueError(f"{what} is longer than {MAX_TEXT} characters or holds control characters")
+    return value
 
 
 class _Doc(BaseModel):
@@ -31,6 +74,29 @@ class TensorInfo(_Doc):
     min: list[int] | None = None
     opt: list[int] | None = None
     max: list[int] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        if _untrusted(info) and not 0 < len(value) <= MAX_TENSOR_NAME:
+            raise ValueError(f"tensor name length {len(value)} is out of range [1, {MAX_TENSOR_NAME}]")
+        return _bounded_text(value, "tensor name") if _untrusted(info) else value
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str, info: ValidationInfo) -> str:
+        return _match(TOKEN, value, "a dtype name") if _untrusted(info) else value
+
+    @field_validator("shape", "min", "opt", "max")
+    @classmethod
+    def _dims(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if value is None or not _untrusted(info):
+            return value
+        if len(value) > MAX_RANK:
+            raise ValueError(f"rank {len(value)} is over {MAX_RANK}")
+        if any(not -1 <= d <= MAX_DIM for d in value):
+            raise ValueError(f"dimensions must be in [-1, {MAX_DIM}]")
+        return value
 
 
 class ValidationFigures(_Doc):
@@ -71,6 +137,52 @@ class EngineManifest(_Doc):
     created: str  # RFC 3339 UTC
     builder: str = Field(default="", description="Who built it: host / job name.")
 
+    @field_validator("build_key")
+    @classmethod
+    def _build_key(cls, value: str, info: ValidationInfo) -> str:
+        return _match(BUILD_KEY, value, "a build key (32 to 64 hex digits)") if _untrusted(info) else value
+
+    @field_validator("model_digest", "onnx_digest", "sha256")
+    @classmethod
+    def _digest(cls, value: str, info: ValidationInfo) -> str:
+        return _match(DIGEST, value, "a sha256 (64 hex digits)") if _untrusted(info) else value
+
+    @field_validator("backend", "backend_version", "precision", "hardware_compatibility")
+    @classmethod
+    def _token(cls, value: str, info: ValidationInfo) -> str:
+        return _match(TOKEN, value, "a name or version") if _untrusted(info) else value
+
+    @field_validator("engine_file")
+    @classmethod
+    def _engine_file(cls, value: str, info: ValidationInfo) -> str:
+        return _match(SAFE_SEGMENT, value, "a single file name") if _untrusted(info) else value
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: int, info: ValidationInfo) -> int:
+        if _untrusted(info) and not 0 < value <= MAX_ENGINE_BYTES:
+            raise ValueError(f"size {value} is out of range [1, {MAX_ENGINE_BYTES}]")
+        return value
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _tensors(cls, value: list[TensorInfo], info: ValidationInfo) -> list[TensorInfo]:
+        if _untrusted(info) and not 0 < len(value) <= MAX_TENSORS:
+            raise ValueError(f"{len(value)} tensors: expected 1 to {MAX_TENSORS}")
+        return value
+
+    @field_validator("build_seconds")
+    @classmethod
+    def _seconds(cls, value: float, info: ValidationInfo) -> float:
+        if _untrusted(info) and not (math.isfinite(value) and value >= 0):
+            raise ValueError("must be a finite, non-negative number")
+        return value
+
+    @field_validator("created", "builder")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return _bounded_text(value, "text") if _untrusted(info) else value
+
 
 class ReleaseEngine(_Doc):
     target: str  # ResolvedTarget.name
@@ -85,6 +197,33 @@ class ReleaseEngine(_Doc):
     sha256: str
     size: int
 
+    @field_validator("build_key")
+    @classmethod
+    def _build_key(cls, value: str, info: ValidationInfo) -> str:
+        return _match(BUILD_KEY, value, "a build key (32 to 64 hex digits)") if _untrusted(info) else value
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, value: str, info: ValidationInfo) -> str:
+        return _match(DIGEST, value, "a sha256 (64 hex digits)") if _untrusted(info) else value
+
+    @field_validator("backend", "backend_version", "hardware_compatibility")
+    @classmethod
+    def _token(cls, value: str, info: ValidationInfo) -> str:
+        return _match(TOKEN, value, "a name or version") if _untrusted(info) else value
+
+    @field_validator("target", "uri", "manifest_uri")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return _bounded_text(value, "text") if _untrusted(info) else value
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: int, info: ValidationInfo) -> int:
+        if _untrusted(info) and not 0 < value <= MAX_ENGINE_BYTES:
+            raise ValueError(f"size {value} is out of range [1, {MAX_ENGINE_BYTES}]")
+        return value
+
 
 class ReleaseRecord(_Doc):
     schema_version: int = RELEASE_SCHEMA
@@ -96,3 +235,39 @@ class ReleaseRecord(_Doc):
     outputs: list[TensorInfo]
     engines: list[ReleaseEngine]
     updated: str
+
+    @field_validator("namespace", "name")
+    @classmethod
+    def _k8s_name(cls, value: str, info: ValidationInfo) -> str:
+        return _match(K8S_NAME, value, "a Kubernetes name") if _untrusted(info) else value
+
+    @field_validator("model_digest")
+    @classmethod
+    def _digest(cls, value: str, info: ValidationInfo) -> str:
+        return _match(DIGEST, value, "a sha256 (64 hex digits)") if _untrusted(info) else value
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _tensors(cls, value: list[TensorInfo], info: ValidationInfo) -> list[TensorInfo]:
+        if _untrusted(info) and not 0 < len(value) <= MAX_TENSORS:
+            raise ValueError(f"{len(value)} tensors: expected 1 to {MAX_TENSORS}")
+        return value
+
+    @field_validator("engines")
+    @classmethod
+    def _engines(cls, value: list[ReleaseEngine], info: ValidationInfo) -> list[ReleaseEngine]:
+        if _untrusted(info) and not 0 < len(value) <= MAX_ENGINES:
+            raise ValueError(f"{len(value)} engines: expected 1 to {MAX_ENGINES}")
+        return value
+
+    @field_validator("generation")
+    @classmethod
+    def _generation(cls, value: int, info: ValidationInfo) -> int:
+        if _untrusted(info) and not 0 <= value < 2**63:
+            raise ValueError("must be a non-negative 64-bit integer")
+        return value
+
+    @field_validator("updated")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return _bounded_text(value, "text") if _untrusted(info) else value

@@ -17,29 +17,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
+from modelengine.errors import utc_now
 from modelengine.store.base import NotFound, ObjectStore, StoreError
 from modelengine.store.layout import engine_key, manifest_key, release_key
 from modelengine.store.manifest import EngineManifest, ReleaseRecord
 from modelengine.store.open import sha256_file
+from modelengine.store.trust import parse_manifest, parse_release
 
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+__all__ = [
+    "digest_bytes",
+    "dumps",
+    "engine_file_name",
+    "publish_engine",
+    "read_manifest",
+    "read_release",
+    "utc_now",  # re-exported: older callers import it from here
+    "verify_download",
+    "write_release",
+]
 
 
 def read_manifest(store: ObjectStore, build_key: str) -> EngineManifest | None:
-    """The published manifest of a build key, or None when nothing complete exists."""
+    """The published manifest of a build key, or None when nothing complete exists.
+
+    Parsed as untrusted (`store.trust`): a tampered manifest is an `UntrustedDocument`.
+    """
+    key = manifest_key(build_key)
     try:
-        raw = store.get_bytes(manifest_key(build_key))
+        raw = store.get_bytes(key)
     except NotFound:
         return None
-    try:
-        return EngineManifest.model_validate_json(raw)
-    except ValueError as err:
-        raise StoreError(f"manifest of {build_key} is unreadable: {str(err).splitlines()[0]}") from None
+    return parse_manifest(raw, where=store.url_for(key), build_key=build_key)
 
 
 def engine_file_name(base: str, sha256: str) -> str:
@@ -89,16 +99,12 @@ def write_release(store: ObjectStore, record: ReleaseRecord) -> str:
 
 
 def read_release(store: ObjectStore, namespace: str, name: str) -> ReleaseRecord | None:
+    key = release_key(namespace, name)
     try:
-        raw = store.get_bytes(release_key(namespace, name))
+        raw = store.get_bytes(key)
     except NotFound:
         return None
-    try:
-        return ReleaseRecord.model_validate_json(raw)
-    except ValueError as err:
-        raise StoreError(
-            f"release record {namespace}/{name} is unreadable: {str(err).splitlines()[0]}"
-        ) from None
+    return parse_release(raw, where=f"release record {store.url_for(key)}")
 
 
 def digest_bytes(data: bytes) -> str:
