@@ -14,7 +14,7 @@ import pytest
 from modelengine.api.models import BackendName
 from modelengine.api.targets import ResolvedTarget
 from modelengine.api.validation import parse_modelengine
-from modelengine.operator import serving
+from modelengine.operator import serving_objects as serving
 from modelengine.operator.config import OperatorConfig
 from tests.operator.conftest import NAMESPACE, World
 from tests.operator.harness import wait_for
@@ -91,7 +91,7 @@ def test_a_cpu_engine_in_the_release_runs_the_pods_on_cpu_and_no_batching_is_pas
     dep = serving.deployment(me=me, uid=None, config=OperatorConfig(), targets=[GPU, CPU])
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    assert dep["spec"]["template"]["spec"]["tolerations"] == []
+    assert "tolerations" not in dep["spec"]["template"]["spec"]  # the server drops an empty list
     assert container["image"] == "mine:2"
     assert "--no-batching" in container["command"] and "--max-batch-size" not in container["command"]
     assert "ownerReferences" not in dep["metadata"]

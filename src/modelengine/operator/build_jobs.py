@@ -20,6 +20,7 @@ from modelengine.api.models import API_GROUP, API_VERSION, KIND, ModelEngine
 from modelengine.api.targets import ResolvedTarget
 from modelengine.operator import nodes
 from modelengine.operator.config import OperatorConfig
+from modelengine.operator.names import label_value
 
 LABEL_NAME = "modelengine.io/name"
 LABEL_KEY = "modelengine.io/build-key"
@@ -87,9 +88,9 @@ def build_job(
     """The batch/v1 Job manifest that builds `target` of `me` under `build_key`."""
     name = me.metadata.name
     labels = {
-        LABEL_NAME: name[:63],
-        LABEL_KEY: build_key[:63],
-        LABEL_TARGET: target.name[:63],
+        LABEL_NAME: label_value(name),
+        LABEL_KEY: label_value(build_key),
+        LABEL_TARGET: label_value(target.name),
         LABEL_MANAGED: MANAGED_BY,
     }
     limits: dict[str, str] = {"cpu": config.builder_cpu, "memory": config.builder_memory}
@@ -156,7 +157,7 @@ def build_job(
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True},
                     "affinity": _affinity(target),
-                    "tolerations": tolerations,
+                    **({"tolerations": tolerations} if tolerations else {}),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },

@@ -36,6 +36,9 @@ class Metrics:
         )
         self.jobs_in_flight = Gauge("modelengine_jobs_in_flight", "Builder Jobs running", registry=r)
 
+    def reconciled(self, *, ok: bool) -> None:
+        self.reconciles.labels(result="ok" if ok else "retry").inc()
+
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from modelengine.api.models import BackendName, ModelEngineSpec
+from modelengine.api.models import BackendName, EnginePhase, EngineStatus, ModelEngineSpec
 from modelengine.api.targets import GpuKind, ResolvedTarget, build_key, resolve_targets
 from modelengine.api.validation import effective_backend
 
@@ -28,7 +27,7 @@ class PlannedTarget:
 class Plan:
     targets: list[PlannedTarget]
     skipped: list[str] = field(default_factory=list)  # one line per target that cannot be built
-    orphaned: list[dict[str, Any]] = field(default_factory=list)  # previous engine statuses
+    orphaned: list[EngineStatus] = field(default_factory=list)  # previous engine statuses
     unversioned: list[str] = field(default_factory=list)  # backends with no known version
 
 
@@ -39,7 +38,7 @@ def make_plan(
     products: dict[str, str],
     model_digest: str,
     versions: Mapping[BackendName, str | None],
-    previous_engines: list[dict[str, Any]],
+    previous_engines: list[EngineStatus],
 ) -> Plan:
     resolution = resolve_targets(spec, gpu_kinds, products=products)
     plan = Plan(targets=[], skipped=list(resolution.skipped))
@@ -57,15 +56,15 @@ def make_plan(
         plan.targets.append(PlannedTarget(target, key))
     planned_keys = {p.build_key for p in plan.targets}
     for engine in previous_engines:
-        if engine.get("buildKey") in planned_keys or engine.get("phase") not in ("Ready", "Orphaned"):
+        if engine.build_key in planned_keys or engine.phase not in (EnginePhase.READY, EnginePhase.ORPHANED):
             continue
         old = _target_of(engine)
-        version = engine.get("backendVersion")
+        version = engine.backend_version
         if old is None or not version or not _node_dependent(spec, old):
             continue
         still = build_key(model_digest=model_digest, spec=spec, target=old, backend_version=version)
-        if still == engine.get("buildKey") and versions.get(old.backend) == version:
-            plan.orphaned.append(engine)
+        if still == engine.build_key and versions.get(old.backend) == version:
+            plan.orphaned.append(engine.model_copy(update={"phase": EnginePhase.ORPHANED}))
     return plan
 
 
@@ -78,9 +77,9 @@ def _node_dependent(spec: ModelEngineSpec, target: ResolvedTarget) -> bool:
     return False
 
 
-def _target_of(engine: dict[str, Any]) -> ResolvedTarget | None:
+def _target_of(engine: EngineStatus) -> ResolvedTarget | None:
     try:
-        backend = BackendName(str(engine.get("backend")))
+        backend = BackendName(engine.backend)
     except ValueError:
         return None
-    return ResolvedTarget(backend, engine.get("computeCapability"), engine.get("product"))
+    return ResolvedTarget(backend, engine.compute_capability, engine.product)

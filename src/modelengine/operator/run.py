@@ -16,7 +16,7 @@ from typing import Any, cast
 import kopf
 
 from modelengine.api.models import API_GROUP, API_VERSION, PLURAL
-from modelengine.operator import jobs as jobspec
+from modelengine.operator.build_jobs import LABEL_KEY
 from modelengine.operator.controller import Controller, event_ref
 
 
@@ -68,7 +68,7 @@ def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None)
         controller.start()  # first event: inside kopf's context, so events can be posted
         controller.observe_modelengine(type, dict(body))
 
-    @kopf.on.event("batch", "v1", "jobs", labels={jobspec.LABEL_KEY: kopf.PRESENT}, registry=registry)
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_KEY: kopf.PRESENT}, registry=registry)
     async def job_event(type: str, body: kopf.Body, **_: Any) -> None:
         controller.start()  # first event: inside kopf's context, so events can be posted
         controller.observe_job(type, dict(body))

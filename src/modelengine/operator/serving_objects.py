@@ -17,15 +17,14 @@ otherwise every reconcile would write.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from modelengine.api.models import API_GROUP, API_VERSION, KIND, ModelEngine, ServingSpec
 from modelengine.api.targets import ResolvedTarget
+from modelengine.operator.build_jobs import LABEL_MANAGED, LABEL_NAME, MANAGED_BY
 from modelengine.operator.config import OperatorConfig
-from modelengine.operator.jobs import LABEL_MANAGED, LABEL_NAME, MANAGED_BY
+from modelengine.operator.names import dns_label, label_value
 
 HTTP_PORT = 8000
 METRICS_PORT = 8002
@@ -42,14 +41,7 @@ POD_METRICS = {
 
 def serving_name(name: str) -> str:
     """A DNS-1035 label (Service names need one) derived from the ModelEngine's name."""
-    base = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-") or "me"
-    if not base[0].isalpha():
-        base = "me-" + base
-    full = f"{base}-runtime"
-    if len(full) <= 63:
-        return full
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{base[: 63 - len('-runtime') - 9].rstrip('-')}-{digest}-runtime"
+    return dns_label(name, suffix="-runtime")
 
 
 def wants_gpu(targets: Iterable[ResolvedTarget]) -> bool:
@@ -60,14 +52,14 @@ def wants_gpu(targets: Iterable[ResolvedTarget]) -> bool:
 
 def _labels(me: ModelEngine) -> dict[str, str]:
     return {
-        LABEL_NAME: me.metadata.name[:63],
+        LABEL_NAME: label_value(me.metadata.name),
         LABEL_COMPONENT: COMPONENT,
         LABEL_MANAGED: MANAGED_BY,
     }
 
 
 def _selector(me: ModelEngine) -> dict[str, str]:
-    return {LABEL_NAME: me.metadata.name[:63], LABEL_COMPONENT: COMPONENT}
+    return {LABEL_NAME: label_value(me.metadata.name), LABEL_COMPONENT: COMPONENT}
 
 
 def _metadata(me: ModelEngine, uid: str | None) -> dict[str, Any]:
@@ -187,7 +179,7 @@ def deployment(
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True},
-                    "tolerations": tolerations,
+                    **({"tolerations": tolerations} if tolerations else {}),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
@@ -262,7 +254,13 @@ def render(
 
 
 def contains(existing: Any, desired: Any) -> bool:
-    """Whether `existing` already holds every field of `desired` (server defaults ignored)."""
+    """Whether `existing` already holds every field of `desired` (server defaults ignored).
+
+    An empty list or map in `desired` matches a missing field: the API server drops empty
+    collections from what it stores, so they would otherwise differ forever.
+    """
+    if isinstance(desired, (dict, list)) and not desired and not existing:
+        return True
     if isinstance(desired, dict):
         return isinstance(existing, dict) and all(contains(existing.get(k), v) for k, v in desired.items())
     if isinstance(desired, list):

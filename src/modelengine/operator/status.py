@@ -1,113 +1,115 @@
 """Status from engine states: phase, targetsReady, conditions — and whether it changed.
 
-Pure functions. The controller builds the desired status for a ModelEngine, and patches
-only when it differs from what the object already has; conditions keep their
+Pure functions over the API's own types (`ModelEngineStatus`, `EngineStatus`,
+`Condition`), the ones the CRD schema is generated from: the status shape has one
+definition. The controller builds the desired status for a ModelEngine and patches only
+when it differs from what the object already has; conditions keep their
 `lastTransitionTime` while their status stays the same, so an unchanged ModelEngine
-produces an identical status and therefore no write (a restart with everything Ready
-makes no requests that change anything).
+produces an identical status and therefore no write.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from modelengine.api.models import EnginePhase, Phase
+from pydantic import ValidationError
 
-IN_PROGRESS = (EnginePhase.BUILDING.value, EnginePhase.QUEUED.value)
+from modelengine.api.models import Condition, EnginePhase, EngineStatus, ModelEngineStatus, Phase
+from modelengine.errors import utc_now
+
+IN_PROGRESS = (EnginePhase.BUILDING, EnginePhase.QUEUED)
 
 
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def parse_status(raw: dict[str, Any] | None) -> ModelEngineStatus:
+    """The status as stored; anything unreadable (an older shape, a hand edit) reads as empty."""
+    try:
+        return ModelEngineStatus.model_validate(raw or {})
+    except ValidationError:
+        return ModelEngineStatus()
 
 
-def overall_phase(engines: list[dict[str, Any]], skipped: list[str]) -> Phase:
-    phases = [e["phase"] for e in engines]
+def overall_phase(engines: list[EngineStatus], skipped: list[str]) -> Phase:
+    phases = [e.phase for e in engines]
     if not phases:
         return Phase.FAILED if skipped else Phase.PENDING
     if any(p in IN_PROGRESS for p in phases):
         return Phase.BUILDING
-    ready = sum(p == EnginePhase.READY.value for p in phases)
+    ready = sum(p is EnginePhase.READY for p in phases)
     if ready == len(phases):
         return Phase.READY
     return Phase.PARTIALLY_READY if ready else Phase.FAILED
 
 
 def _condition(
-    ctype: str, true: bool, reason: str, message: str, generation: int | None, current: dict[str, Any]
-) -> dict[str, Any]:
+    ctype: str, true: bool, reason: str, message: str, generation: int | None, current: dict[str, Condition]
+) -> Condition:
     status = "True" if true else "False"
-    old = current.get(ctype) or {}
-    when = old.get("lastTransitionTime") if old.get("status") == status else None
-    return {
-        "type": ctype,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": when or now(),
-        "observedGeneration": generation,
-    }
+    old = current.get(ctype)
+    when = old.last_transition_time if old is not None and old.status == status else None
+    return Condition(
+        type=ctype,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=when or utc_now(),
+        observed_generation=generation,
+    )
 
 
 def desired_status(
     *,
-    engines: list[dict[str, Any]],
+    engines: list[EngineStatus],
     skipped: list[str],
-    orphaned: list[dict[str, Any]],
+    orphaned: list[EngineStatus],
     generation: int | None,
     model_digest: str | None,
-    current: dict[str, Any] | None,
+    current: ModelEngineStatus | None,
     problems: list[str] | None = None,
     error: str | None = None,
-) -> dict[str, Any]:
+) -> ModelEngineStatus:
     """The status a ModelEngine should have; `problems` = invalid spec, `error` = cannot plan."""
-    current = current or {}
-    conds: dict[str, Any] = {
-        str(c.get("type")): c for c in current.get("conditions") or [] if isinstance(c, dict)
-    }
+    conds = {c.type: c for c in (current.conditions if current is not None else [])}
     if problems or error:
         reason = "InvalidSpec" if problems else "PlanningFailed"
         message = "\n".join(problems) if problems else (error or "")
-        return {
-            "phase": Phase.FAILED.value,
-            "observedGeneration": generation,
-            "modelDigest": model_digest,
-            "targetsReady": f"0/{len(engines)}",
-            "engines": engines,
-            "conditions": [
+        return ModelEngineStatus(
+            phase=Phase.FAILED,
+            observed_generation=generation,
+            model_digest=model_digest,
+            targets_ready=f"0/{len(engines)}",
+            engines=engines,
+            conditions=[
                 _condition("Ready", False, reason, message, generation, conds),
                 _condition("Building", False, reason, "", generation, conds),
                 _condition("Failed", True, reason, message, generation, conds),
             ],
-            "message": message,
-        }
-    all_engines = engines + orphaned
+            message=message,
+        )
     phase = overall_phase(engines, skipped)
-    ready = sum(e["phase"] == EnginePhase.READY.value for e in engines)
-    building = [e for e in engines if e["phase"] in IN_PROGRESS]
-    failed = [e for e in engines if e["phase"] == EnginePhase.FAILED.value]
+    ready = sum(e.phase is EnginePhase.READY for e in engines)
+    building = [e for e in engines if e.phase in IN_PROGRESS]
+    failed = [e for e in engines if e.phase is EnginePhase.FAILED]
     notes = list(skipped) + [
-        f"{e['target']}: Orphaned (no node of this GPU kind is left; engine kept)" for e in orphaned
+        f"{e.target}: Orphaned (no node of this GPU kind is left; engine kept)" for e in orphaned
     ]
-    ready_msg = f"{ready}/{len(engines)} engines ready"
-    build_msg = ", ".join(f"{e['target']} ({e['phase']})" for e in building)
     fail_msg = "; ".join(_failure_line(e) for e in failed)
     if not engines:
         fail_msg = "; ".join(skipped)
         if not skipped and not orphaned:
             notes.append("waiting for GPU nodes: no Node has GPU Feature Discovery labels (nvidia.com/gpu.*)")
-    return {
-        "phase": phase.value,
-        "observedGeneration": generation,
-        "modelDigest": model_digest,
-        "targetsReady": f"{ready}/{len(engines)}",
-        "engines": all_engines,
-        "conditions": [
+    no_target = not engines and bool(skipped)
+    return ModelEngineStatus(
+        phase=phase,
+        observed_generation=generation,
+        model_digest=model_digest,
+        targets_ready=f"{ready}/{len(engines)}",
+        engines=engines + orphaned,
+        conditions=[
             _condition(
                 "Ready",
                 phase is Phase.READY,
                 "AllEnginesReady" if phase is Phase.READY else phase.value,
-                ready_msg,
+                f"{ready}/{len(engines)} engines ready",
                 generation,
                 conds,
             ),
@@ -115,35 +117,35 @@ def desired_status(
                 "Building",
                 bool(building),
                 "BuildsRunning" if building else "Idle",
-                build_msg,
+                ", ".join(f"{e.target} ({e.phase.value})" for e in building),
                 generation,
                 conds,
             ),
             _condition(
                 "Failed",
-                bool(failed) or (not engines and bool(skipped)),
-                "BuildFailed"
-                if failed
-                else ("NoBuildableTarget" if not engines and skipped else "NoFailures"),
+                bool(failed) or no_target,
+                "BuildFailed" if failed else ("NoBuildableTarget" if no_target else "NoFailures"),
                 fail_msg,
                 generation,
                 conds,
             ),
         ],
-        "message": "; ".join(notes) or None,
-    }
+        message="; ".join(notes) or None,
+    )
 
 
-def _failure_line(engine: dict[str, Any]) -> str:
-    reason = engine.get("reason") or "build failed"
-    prefix = f"{engine['target']}: "
+def _failure_line(engine: EngineStatus) -> str:
+    reason = engine.reason or "build failed"
+    prefix = f"{engine.target}: "
     return reason if reason.startswith(prefix) else prefix + reason
 
 
-def strip_volatile(status: dict[str, Any]) -> dict[str, Any]:
-    """Status without fields that do not mean a change (None values)."""
-    return {k: v for k, v in status.items() if v is not None}
+def differs(current: dict[str, Any] | None, desired: ModelEngineStatus) -> bool:
+    """Whether writing `desired` would change the stored status (`current`, as the server has it)."""
+    return {k: v for k, v in (current or {}).items() if v is not None} != desired.to_wire()
 
 
-def differs(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
-    return strip_volatile(current or {}) != strip_volatile(desired)
+def status_patch(current: dict[str, Any] | None, desired: ModelEngineStatus) -> dict[str, Any]:
+    """The merge patch that turns `current` into `desired`: fields no longer set become null."""
+    wire = desired.to_wire()
+    return {**{k: None for k in (current or {}) if k not in wire}, **wire}

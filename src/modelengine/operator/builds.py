@@ -1,0 +1,99 @@
+"""Builder Jobs as a resource: slots, creation (adopting on 409), supersession.
+
+The limiter decides whether a target may start now; a target that may not is Queued and
+its ModelEngine is woken when a slot frees. Creating a Job is idempotent: the name derives
+from the build key, so a second create answers 409 and the existing Job is adopted.
+Jobs of a ModelEngine that no current plan uses any more (the spec changed) are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from modelengine.api.targets import ResolvedTarget
+from modelengine.errors import utc_now
+from modelengine.operator.build_jobs import LABEL_KEY, LABEL_NAME, LABEL_TARGET, job_state
+from modelengine.operator.informers import Informers
+from modelengine.operator.kube import ApiError, KubeApi
+from modelengine.operator.limiter import BuildLimiter
+from modelengine.operator.metrics import Metrics
+from modelengine.operator.names import label_value
+from modelengine.operator.workqueue import Key
+
+log = logging.getLogger("modelengine.operator")
+
+
+class Builds:
+    def __init__(self, *, api: KubeApi, cache: Informers, limiter: BuildLimiter, metrics: Metrics) -> None:
+        self._api = api
+        self._cache = cache
+        self.limiter = limiter
+        self._metrics = metrics
+        self._queued: dict[Key, int] = {}  # ModelEngine → targets waiting for a slot
+
+    def observe(self, event_type: str | None, job_key: Key) -> bool:
+        """Account a Job event against the slots; True when a slot was freed."""
+        job = self._cache.jobs.get(job_key)
+        if event_type == "DELETED" or job is None:
+            freed = self.limiter.set_finished(job_key[1])
+        elif job_state(job) == "Running":
+            labels = (job.get("metadata") or {}).get("labels") or {}
+            self.limiter.set_running(job_key[1], labels.get(LABEL_TARGET, "unknown"))
+            freed = False
+        else:
+            freed = self.limiter.set_finished(job_key[1])
+        self._metrics.jobs_in_flight.set(self.limiter.running())
+        return freed or event_type == "DELETED"
+
+    def may_start(self, target: ResolvedTarget) -> bool:
+        return self.limiter.can_start(target.name)
+
+    def record_queued(self, key: Key, queued: int) -> None:
+        if queued:
+            self._queued[key] = queued
+            self.limiter.wait(key)
+        else:
+            self._queued.pop(key, None)
+            self.limiter.done_waiting(key)
+        self._metrics.queue_length.set(sum(self._queued.values()))
+
+    def forget(self, key: Key) -> None:
+        self.record_queued(key, 0)
+
+    async def start(self, key: Key, job: dict[str, Any], target: ResolvedTarget) -> None:
+        """Create the Job (or adopt the one that exists); it counts as running from now."""
+        name = job["metadata"]["name"]
+        # Seen as running until the watch delivers the real object: no second create.
+        self._cache.jobs[(key[0], name)] = {"metadata": job["metadata"], "spec": {}, "status": {}}
+        try:
+            await self._api.create_job(key[0], job)
+            self._metrics.builds_started.labels(target=target.name).inc()
+            log.info("%s/%s: started %s for %s", *key, name, target.name)
+        except ApiError as err:
+            if err.status != 409:
+                self._cache.jobs.pop((key[0], name), None)
+                raise
+            log.info("%s/%s: adopting existing %s", *key, name)
+        self.limiter.set_running(name, target.name)
+        self._metrics.jobs_in_flight.set(self.limiter.running())
+
+    async def supersede(self, key: Key, uid: str | None) -> None:
+        """Delete this ModelEngine's Jobs whose keys no current plan uses any more."""
+        for (namespace, name), job in list(self._cache.jobs.items()):
+            meta = job.get("metadata") or {}
+            if namespace != key[0] or meta.get("deletionTimestamp"):
+                continue
+            labels = meta.get("labels") or {}
+            owners = [o.get("uid") for o in meta.get("ownerReferences") or []]
+            if labels.get(LABEL_NAME) != label_value(key[1]) and uid not in owners:
+                continue
+            if self._cache.in_use(namespace, labels.get(LABEL_KEY, "")):
+                continue
+            try:
+                await self._api.delete_job(namespace, name)
+                log.info("%s/%s: deleted superseded %s", *key, name)
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+            meta["deletionTimestamp"] = utc_now()
