@@ -14,6 +14,16 @@ the hooks KMock offers (`_handle`, `__call__`, the list fallback) rather than a 
   main resource of a kind that has the subresource cannot change `status`.
 - `labelSelector` on lists (equality and existence terms), so label-filtered reads see
   what a real server would return.
+- Validation a real v1.36 server does before storing (tests/operator/apiserver_rules.py):
+  names, label keys and values, the strict OpenAPI schema of the built-in kinds the
+  operator writes, the Job status condition order; a refused write answers `422 Invalid`
+  with a Status body like the real one and stores nothing.
+- What a real server stores (tests/operator/apiserver_defaults.py): empty lists and maps
+  dropped, the built-in kinds' defaults filled, Jobs' generated selector and `job-name`
+  labels, new Nodes tainted `node.kubernetes.io/not-ready` as the node controller does.
+- Connections: `connections` maps each TCP/TLS connection the server accepted (numbered
+  by the harness's server) to the User-Agent of its first request, so a test can count
+  how many connections a client opened.
 
 Fault injection (409 / 500 / slow answers) needs nothing new: KMock's DSL does it, e.g.
 `server['post /apis/batch/v1/namespaces/default/jobs'][:2] << 500`.
@@ -39,6 +49,8 @@ import aiohttp.web
 import attrs
 import kmock
 from kmock._internal import dicts, enums, rendering
+
+from tests.operator import apiserver_defaults, apiserver_rules
 
 # Kinds whose `status` is a subresource on a real server (plural names).
 STATUS_SUBRESOURCE_PLURALS = frozenset({"modelengines", "jobs", "pods", "deployments"})
@@ -67,18 +79,49 @@ def selector_matches(selector: str, labels: dict[str, str]) -> bool:
     return True
 
 
+class ConnectionLog:
+    """Connections the server accepted, numbered, with the User-Agent each one first sent."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self._serials: dict[Any, int] = {}
+        self.agents: dict[int, str] = {}
+
+    def accepted(self, handler: Any) -> None:
+        self.opened += 1
+        self._serials[handler] = self.opened
+
+    def closed(self, handler: Any) -> None:
+        self._serials.pop(handler, None)
+
+    def request(self, handler: Any, user_agent: str) -> None:
+        serial = self._serials.get(handler)
+        if serial is not None and serial not in self.agents:
+            self.agents[serial] = user_agent
+
+    def opened_by(self, agents: tuple[str, ...]) -> int:
+        """Connections whose first request came from a User-Agent starting with one of `agents`."""
+        return sum(1 for agent in self.agents.values() if agent.startswith(agents))
+
+
+NOT_READY_TAINT = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
+
+
 @attrs.define(kw_only=True)
 class KubeEmulator(kmock.KubernetesEmulator):
     """KMock's Kubernetes emulator with server-maintained metadata and subresources."""
 
     history_limit: int | None = None
     log: list[rendering.Request] = attrs.field(factory=list, init=False)
+    connections: ConnectionLog = attrs.field(factory=ConnectionLog, init=False)
     _rv: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _cluster_ips: Any = attrs.field(factory=lambda: itertools.count(10), init=False)
 
     def _next_rv(self) -> str:
         return str(next(self._rv))
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        self.connections.request(raw_request.protocol, raw_request.headers.get("User-Agent", ""))
         if raw_request.path.rstrip("/") == "/api/v1/namespaces" and raw_request.method == "GET":
             await raw_request.read()
             self._requests.append(
@@ -124,14 +167,38 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self.log.append(request)  # once per request, as it arrives (watches end much later)
+        causes: list[apiserver_rules.Cause] = []
         if request.resource is not None and isinstance(request.data, (dict, list)):
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
-                self._stamp_create(request)
+                causes = self._stamp_create(request)
             elif request.action == enums.action.UPDATE and request.name is not None:
-                self._stamp_update(request)
+                causes = self._stamp_update(request)
+        if causes:
+            return self._refuse(request, causes)
         return await super()._handle(request)
 
-    def _stamp_create(self, request: rendering.Request) -> None:
+    def _refuse(
+        self, request: rendering.Request, causes: list[apiserver_rules.Cause]
+    ) -> aiohttp.web.Response:
+        assert request.resource is not None
+        resource = request.resource
+        kind = self.resources[resource].kind if resource in self.resources else resource.plural
+        data = request.data if isinstance(request.data, dict) else {}
+        name = request.name or str((data.get("metadata") or {}).get("name") or "")
+        api_version = f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
+        body = apiserver_rules.invalid_status(
+            kind=str(kind), api_version=api_version, name=name, causes=causes
+        )
+        return aiohttp.web.json_response(body, status=422)
+
+    def _stored(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        serial = next(self._cluster_ips) if plural == "services" else 0
+        ip = f"10.96.{serial // 250}.{serial % 250 + 2}"
+        return apiserver_defaults.stored_form(plural, obj, cluster_ip=ip)
+
+    def _stamp_create(self, request: rendering.Request) -> list[apiserver_rules.Cause]:
+        assert request.resource is not None
+        plural = str(request.resource.plural)
         meta = request.data.setdefault("metadata", {})
         meta.setdefault("namespace", request.namespace) if request.namespace else None
         meta["uid"] = str(uuid.uuid4())
@@ -140,15 +207,24 @@ class KubeEmulator(kmock.KubernetesEmulator):
         meta.setdefault("generation", 1)
         if meta.get("generateName") and not meta.get("name"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        if plural == "nodes" and request.resource.group == "":
+            spec = request.data.setdefault("spec", {})
+            spec["taints"] = [*(spec.get("taints") or []), dict(NOT_READY_TAINT)]
+        stored = self._stored(plural, request.data)
+        causes = apiserver_rules.object_causes(plural, stored) + apiserver_rules.schema_causes(plural, stored)
+        if not causes and stored is not request.data:
+            request.data.clear()
+            request.data.update(stored)
+        return causes
 
-    def _stamp_update(self, request: rendering.Request) -> None:
+    def _stamp_update(self, request: rendering.Request) -> list[apiserver_rules.Cause]:
         assert request.resource is not None
         key: Any = (request.resource, request.namespace, request.name)
         if key not in self.objects or self.objects[key].deleted:
-            return  # KMock answers 404 itself
+            return []  # KMock answers 404 itself
         current = copy.deepcopy(self.objects[key].raw)
         patch = request.data
-        plural = request.resource.plural
+        plural = str(request.resource.plural)
         if isinstance(patch, list):  # JSON patch: turn the outcome into a merge patch
             merged = dict(dicts.patch_dict(current, patch))
             patch = {k: merged.get(k) for k in set(current) | set(merged)}
@@ -156,21 +232,29 @@ class KubeEmulator(kmock.KubernetesEmulator):
             patch = {"status": patch.get("status")}
         elif plural in STATUS_SUBRESOURCE_PLURALS:
             patch = {k: v for k, v in patch.items() if k != "status"}
-        merged = dict(dicts.patch_dict(current, patch))
-        meta = dict(patch.get("metadata") or {})
+        patch_meta = dict(patch.get("metadata") or {})
+        for fixed in ("uid", "creationTimestamp", "name", "namespace"):
+            patch_meta.pop(fixed, None)
+        merged = dict(dicts.patch_dict(current, {**patch, "metadata": patch_meta}))
+        merged = self._stored(plural, merged) if plural in apiserver_defaults.TYPED_PLURALS else merged
+        causes = apiserver_rules.object_causes(plural, merged) + apiserver_rules.schema_causes(plural, merged)
+        if plural == "jobs" and request.subresource == "status":
+            causes += apiserver_rules.job_status_causes(merged.get("status") or {})
+        if causes:
+            return causes
+        meta = merged.setdefault("metadata", {})
         meta["resourceVersion"] = self._next_rv()
-        meta.pop("uid", None)
-        meta.pop("creationTimestamp", None)
         generation = int(current.get("metadata", {}).get("generation") or 1)
         if json.dumps(merged.get("spec"), sort_keys=True) != json.dumps(current.get("spec"), sort_keys=True):
             generation += 1
         meta["generation"] = generation
-        patch = {**patch, "metadata": meta}
+        patch = apiserver_defaults.merge_patch_to(current, merged)
         if isinstance(request.data, list):
             object.__setattr__(request, "data", patch)
         else:
             request.data.clear()
             request.data.update(patch)
+        return []
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         listing = await super()._serve_list(request)

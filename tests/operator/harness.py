@@ -1,8 +1,11 @@
 """Test harness: KMock in a thread, the operator in a thread, a kubeconfig between them.
 
 Each part runs on its own event loop in its own thread, as separate processes would, and
-they only talk over HTTP: the operator (kopf + the `kubernetes` client) sees a real API
-server URL from a kubeconfig. Tests drive the cluster with the `kubernetes` client too.
+they only talk over HTTPS, as with a real cluster: KMock is served by aiohttp's test
+server (KMock's own `Server`, given a server class that adds TLS and counts accepted
+connections) with a throwaway CA made at test time (tests/operator/tls.py), and the
+operator (kopf + the `kubernetes` client) reads the server URL and that CA from a
+kubeconfig. Tests drive the cluster with the `kubernetes` client too.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
+import aiohttp.test_utils
+import aiohttp.web_server
 import kmock
 import yaml
+import yarl
 
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.controller import Controller
@@ -25,7 +32,8 @@ from modelengine.operator.kube import ClientApi
 from modelengine.operator.leader import LeaseElector
 from modelengine.operator.run import connection_info, operate
 from modelengine.operator.storage import StoreProvider
-from tests.operator.fakekube import KubeEmulator
+from tests.operator.fakekube import ConnectionLog, KubeEmulator
+from tests.operator.tls import ServerCertificate, make_certificate
 
 T = TypeVar("T")
 
@@ -137,22 +145,63 @@ class LoopThread:
         self.thread.join(5)
 
 
+class _CountingServer(aiohttp.web_server.Server):
+    """aiohttp's low-level server, telling a `ConnectionLog` of each connection."""
+
+    connection_log: ConnectionLog
+
+    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
+        self.connection_log.accepted(handler)
+        super().connection_made(handler, transport)
+
+    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+        self.connection_log.closed(handler)
+        super().connection_lost(handler, exc)
+
+
+class ApiTestServer(aiohttp.test_utils.RawTestServer):
+    """The server class KMock's `Server` runs the emulator in: TLS on, connections counted."""
+
+    def __init__(
+        self, handler: Any, *, ssl_context: Any, connection_log: ConnectionLog, **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._ssl_context = ssl_context
+        self._connection_log = connection_log
+
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+        await super().start_server(loop, ssl=self._ssl_context, **kwargs)
+
+    async def _make_runner(self, debug: bool = True, **kwargs: Any) -> Any:
+        server = _CountingServer(self._handler, loop=self._loop, debug=debug, **kwargs)
+        server.connection_log = self._connection_log
+        return aiohttp.web.ServerRunner(server, debug=debug, **kwargs)
+
+
 class FakeCluster:
-    """KMock (with `KubeEmulator`'s additions) serving the Kubernetes API on a loopback port."""
+    """KMock (with `KubeEmulator`'s additions) serving the Kubernetes API over HTTPS on loopback."""
 
     def __init__(self, tmp: Path, *, history_limit: int | None = None) -> None:
         self.history_limit = history_limit
+        self.tmp = tmp
+        self.certificate: ServerCertificate = make_certificate("127.0.0.1")
         self.runner = LoopThread("kmock")
         self.kmock: KubeEmulator
         self._server: kmock.Server
         self.url = self.runner.call(self._start())
         self.kubeconfig = tmp / "kubeconfig"
+        ca_data = base64.b64encode(self.certificate.ca_pem).decode()
         self.kubeconfig.write_text(
             yaml.safe_dump(
                 {
                     "apiVersion": "v1",
                     "kind": "Config",
-                    "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+                    "clusters": [
+                        {
+                            "name": "kmock",
+                            "cluster": {"server": self.url, "certificate-authority-data": ca_data},
+                        }
+                    ],
                     "users": [{"name": "test", "user": {"token": "test-token"}}],
                     "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
                     "current-context": "kmock",
@@ -165,9 +214,25 @@ class FakeCluster:
         for name, info in RESOURCES.items():
             self.kmock.resources[name] = info
         await self.kmock.__aenter__()
-        self._server = kmock.Server(self.kmock)
+        server_context = self.certificate.server_context(self.tmp)
+        client_context = self.certificate.client_context()
+
+        def server_class(handler: Any, **kwargs: Any) -> ApiTestServer:
+            return ApiTestServer(
+                handler, ssl_context=server_context, connection_log=self.kmock.connections, **kwargs
+            )
+
+        def client(url: yarl.URL) -> aiohttp.ClientSession:  # KMock's own client (benchmark writes)
+            return aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=client_context))
+
+        self._server = kmock.Server(self.kmock, server_cls=server_class, client_fct=client)  # type: ignore[arg-type]
         await self._server.__aenter__()
         return str(self._server.url).rstrip("/")
+
+    @property
+    def connections(self) -> ConnectionLog:
+        """TCP/TLS connections the server accepted (and whose first request came from whom)."""
+        return self.kmock.connections
 
     async def _stop(self) -> None:
         await self._server.__aexit__(None, None, None)

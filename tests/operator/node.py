@@ -42,6 +42,42 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def finished_job_statuses(*, succeeded: bool, started: str, backoff_limit: int = 0) -> list[dict[str, Any]]:
+    """The status writes a 1.36 Job controller makes to finish a Job, in the order it makes them.
+
+    The API server refuses `Complete=True` without `SuccessCriteriaMet=True` (and `Failed=True`
+    without `FailureTarget=True`): the controller first records the criterion, then, once the
+    pods are gone, the terminal condition with its time.
+    """
+    if succeeded:
+        met = {
+            "type": "SuccessCriteriaMet",
+            "status": "True",
+            "reason": "CompletionsReached",
+            "message": "Reached expected number of succeeded pods",
+            "lastTransitionTime": _now(),
+        }
+        first = {"startTime": started, "succeeded": 1, "conditions": [met]}
+        done = {
+            "type": "Complete",
+            "status": "True",
+            "reason": "CompletionsReached",
+            "message": "Reached expected number of succeeded pods",
+            "lastTransitionTime": _now(),
+        }
+        return [first, {**first, "completionTime": _now(), "conditions": [met, done]}]
+    target = {
+        "type": "FailureTarget",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit",
+        "lastTransitionTime": _now(),
+    }
+    first = {"startTime": started, "failed": backoff_limit + 1, "conditions": [target]}
+    failed = {**target, "type": "Failed", "lastTransitionTime": _now()}
+    return [first, {**first, "conditions": [target, failed]}]
+
+
 def runs_here(job: dict[str, Any]) -> bool:
     """CPU builds only: a Job asking for a GPU would wait for a GPU node."""
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -147,25 +183,9 @@ class TestNode:
             }
         }
         self.core.patch_namespaced_pod_status(f"{name}-run", namespace, pod_status, _preload_content=False)
-        if code == 0:
-            status = {
-                "succeeded": 1,
-                "startTime": started,
-                "completionTime": _now(),
-                "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": _now()}],
-            }
-        else:
-            status = {
-                "failed": int(job["spec"].get("backoffLimit", 0)) + 1,
-                "startTime": started,
-                "conditions": [
-                    {
-                        "type": "Failed",
-                        "status": "True",
-                        "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
-                        "lastTransitionTime": _now(),
-                    }
-                ],
-            }
-        self.batch.patch_namespaced_job_status(name, namespace, {"status": status}, _preload_content=False)
+        for status in finished_job_statuses(
+            succeeded=code == 0, started=started, backoff_limit=int(job["spec"].get("backoffLimit", 0))
+        ):
+            self.batch.patch_namespaced_job_status(
+                name, namespace, {"status": status}, _preload_content=False
+            )

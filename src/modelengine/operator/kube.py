@@ -5,11 +5,19 @@ Nodes), so steady state costs no GETs; the calls here are the writes (Job create
 status and finalizer patches) and two rare reads (a failed Job's Pods for the builder's
 termination message, a storage Secret). The implementation uses the official
 `kubernetes` client in worker threads, with the usual kubeconfig / in-cluster config.
+
+Connections: every call asks for the raw response (`_preload_content=False`: no model
+deserialisation) and `_call` reads its body and hands the connection back to the client's
+one urllib3 pool before returning bytes. An unreleased response keeps its connection
+checked out, so the next call opens a new one, which over TLS means a new handshake and a
+new SSL context per request; with the release, a handful of pooled connections serve
+everything (tests/operator/test_kube_connections.py counts them on the server side).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -58,8 +66,6 @@ class KubeApi(Protocol):
 def _message(err: Exception) -> str:
     body = getattr(err, "body", None)
     if body:
-        import json
-
         try:
             return str(json.loads(body).get("message") or body)[:300]
         except (ValueError, AttributeError):
@@ -120,23 +126,30 @@ class ClientApi:
         }
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube-api")
 
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> bytes:
+        """Run one raw API call in the pool; returns the body, the connection released."""
         from kubernetes.client.exceptions import ApiException
 
         loop = asyncio.get_running_loop()
 
-        def call() -> Any:
+        def call() -> bytes:
             try:
-                return fn(*args, **kwargs)
-            except ApiException as err:
+                response = fn(*args, _preload_content=False, **kwargs)
+            except ApiException as err:  # the client read the error body: nothing held
                 raise ApiError(int(err.status or 0), _message(err)) from None
             except Exception as err:  # connection errors: urllib3 and friends
                 raise ApiError(0, _message(err)) from None
+            try:
+                return bytes(response.data or b"")
+            except Exception as err:  # the connection broke while reading the body
+                raise ApiError(0, _message(err)) from None
+            finally:
+                response.release_conn()
 
         return await loop.run_in_executor(self._pool, call)
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
-        await self._call(self._batch.create_namespaced_job, namespace, body, _preload_content=False)
+        await self._call(self._batch.create_namespaced_job, namespace, body)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         await self._call(
@@ -144,12 +157,9 @@ class ClientApi:
             name,
             namespace,
             body={"propagationPolicy": "Background"},
-            _preload_content=False,
         )
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str | None:
-        import json
-
         raw = await self._call(
             self._custom.patch_namespaced_custom_object_status,
             API_GROUP,
@@ -158,11 +168,10 @@ class ClientApi:
             PLURAL,
             name,
             {"status": status},
-            _preload_content=False,
             _content_type="application/merge-patch+json",
         )
         try:
-            version = json.loads(raw.data).get("metadata", {}).get("resourceVersion")
+            version = json.loads(raw).get("metadata", {}).get("resourceVersion")
         except (ValueError, AttributeError):
             return None
         return str(version) if version is not None else None
@@ -176,93 +185,69 @@ class ClientApi:
             PLURAL,
             name,
             {"metadata": metadata},
-            _preload_content=False,
             _content_type="application/merge-patch+json",
         )
 
     async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
-        import json
-
         raw = await self._call(
             self._core.list_namespaced_pod,
             namespace,
             label_selector=f"job-name={job_name}",
-            _preload_content=False,
         )
-        items: list[dict[str, Any]] = json.loads(raw.data).get("items") or []
+        items: list[dict[str, Any]] = json.loads(raw).get("items") or []
         return [p for p in items if (p.get("metadata", {}).get("labels") or {}).get("job-name") == job_name]
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        import json
-
         try:
-            raw = await self._call(self._core.read_namespaced_secret, name, namespace, _preload_content=False)
+            raw = await self._call(self._core.read_namespaced_secret, name, namespace)
         except ApiError as err:
             if err.status == 404:
                 return None
             raise
-        data: dict[str, str] = json.loads(raw.data).get("data") or {}
+        data: dict[str, str] = json.loads(raw).get("data") or {}
         return data
 
     async def list_nodes(self) -> list[dict[str, Any]]:
-        import json
-
-        raw = await self._call(self._core.list_node, _preload_content=False)
-        items: list[dict[str, Any]] = json.loads(raw.data).get("items") or []
+        raw = await self._call(self._core.list_node)
+        items: list[dict[str, Any]] = json.loads(raw).get("items") or []
         return items
 
     async def list_jobs(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
-        import json
-
         if namespace is None:
-            raw = await self._call(
-                self._batch.list_job_for_all_namespaces, label_selector=label_selector, _preload_content=False
-            )
+            raw = await self._call(self._batch.list_job_for_all_namespaces, label_selector=label_selector)
         else:
             raw = await self._call(
                 self._batch.list_namespaced_job,
                 namespace,
                 label_selector=label_selector,
-                _preload_content=False,
             )
-        items: list[dict[str, Any]] = json.loads(raw.data).get("items") or []
+        items: list[dict[str, Any]] = json.loads(raw).get("items") or []
         return items
 
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        import json
-
         try:
-            raw = await self._call(
-                self._coordination.read_namespaced_lease, name, namespace, _preload_content=False
-            )
+            raw = await self._call(self._coordination.read_namespaced_lease, name, namespace)
         except ApiError as err:
             if err.status == 404:
                 return None
             raise
-        lease: dict[str, Any] = json.loads(raw.data)
+        lease: dict[str, Any] = json.loads(raw)
         return lease
 
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        import json
-
-        raw = await self._call(
-            self._coordination.create_namespaced_lease, namespace, body, _preload_content=False
-        )
-        lease: dict[str, Any] = json.loads(raw.data)
+        raw = await self._call(self._coordination.create_namespaced_lease, namespace, body)
+        lease: dict[str, Any] = json.loads(raw)
         return lease
 
     async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        import json
-
         raw = await self._call(
             self._coordination.patch_namespaced_lease,
             name,
             namespace,
             body,
-            _preload_content=False,
             _content_type="application/merge-patch+json",
         )
-        lease: dict[str, Any] = json.loads(raw.data)
+        lease: dict[str, Any] = json.loads(raw)
         return lease
 
     def _calls(self, kind: str) -> tuple[Any, Any, Any, Any]:
@@ -272,19 +257,17 @@ class ClientApi:
             raise ApiError(0, f"unsupported kind {kind!r}") from None
 
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        import json
-
         try:
-            raw = await self._call(self._calls(kind)[0], name, namespace, _preload_content=False)
+            raw = await self._call(self._calls(kind)[0], name, namespace)
         except ApiError as err:
             if err.status == 404:
                 return None
             raise
-        obj: dict[str, Any] = json.loads(raw.data)
+        obj: dict[str, Any] = json.loads(raw)
         return obj
 
     async def create_object(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
-        await self._call(self._calls(kind)[1], namespace, body, _preload_content=False)
+        await self._call(self._calls(kind)[1], namespace, body)
 
     async def patch_object(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
         await self._call(
@@ -292,7 +275,6 @@ class ClientApi:
             name,
             namespace,
             body,
-            _preload_content=False,
             _content_type="application/merge-patch+json",
         )
 
@@ -302,7 +284,6 @@ class ClientApi:
             name,
             namespace,
             body={"propagationPolicy": "Background"},
-            _preload_content=False,
         )
 
     def close(self) -> None:
