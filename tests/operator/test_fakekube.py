@@ -127,3 +127,242 @@ def test_history_window_keeps_the_full_log(tmp_path: Path) -> None:
         assert len(list(cluster.kmock)) <= 4
     finally:
         cluster.close()
+
+
+# ---- what a real v1.36 server refuses, and what it stores ----
+
+
+def _job(name: str, labels: dict[str, str] | None = None, **container: object) -> dict[str, object]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels or {"app": "t"}},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "tolerations": [],
+                    "containers": [{"name": "c", "image": "busybox:1.36", "command": ["true"], **container}],
+                }
+            }
+        },
+    }
+
+
+def _refusal(call: object) -> dict[str, object]:
+    assert callable(call)
+    with pytest.raises(ApiException) as err:
+        call()
+    assert err.value.status == 422
+    body: dict[str, object] = json.loads(err.value.body)
+    assert body["kind"] == "Status" and body["reason"] == "Invalid" and body["code"] == 422
+    return body
+
+
+@pytest.mark.parametrize(
+    ("labels", "detail"),
+    [
+        ({"modelengine.io/name": "a" * 64}, "must be no more than 63 characters"),
+        (
+            {"modelengine.io/name": "cut-at-63-"},
+            "regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?'",
+        ),
+        ({"-bad-key": "v"}, "name part must consist of alphanumeric characters"),
+    ],
+)
+def test_invalid_label_values_and_keys_are_refused_with_422(
+    cluster: FakeCluster, labels: dict[str, str], detail: str
+) -> None:
+    batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
+    body = _refusal(lambda: batch.create_namespaced_job("default", _job("j", labels)))
+    assert str(body["message"]).startswith('Job.batch "j" is invalid: metadata.labels: Invalid value: ')
+    assert detail in str(body["message"])
+    assert body["details"] == {
+        "name": "j",
+        "group": "batch",
+        "kind": "Job",
+        "causes": [
+            {
+                "reason": "FieldValueInvalid",
+                "message": str(body["message"]).split("metadata.labels: ", 1)[1],
+                "field": "metadata.labels",
+            }
+        ],
+    }
+    assert cluster.get("jobs", "default", "j") is None
+
+
+def test_a_label_value_of_63_characters_is_accepted(cluster: FakeCluster) -> None:
+    batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
+    batch.create_namespaced_job("default", _job("j", {"modelengine.io/name": "a" * 63}))
+    assert cluster.get("jobs", "default", "j") is not None
+
+
+def test_job_names_must_fit_the_job_name_label(cluster: FakeCluster) -> None:
+    batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
+    body = _refusal(lambda: batch.create_namespaced_job("default", _job("j" * 64)))
+    assert "spec.template.labels" in str(body["message"]) and "no more than 63 characters" in str(
+        body["message"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "ok"),
+    [
+        ("secret", "a" * 253, True),
+        ("secret", "a" * 254, False),
+        ("secret", "Upper", False),
+        ("secret", "dots.are-fine", True),
+        ("service", "a" * 63, True),
+        ("service", "a" * 64, False),
+        ("service", "0starts-with-digit", False),
+        ("service", "has.dot", False),
+    ],
+)
+def test_names_follow_each_kinds_rule(cluster: FakeCluster, kind: str, name: str, ok: bool) -> None:
+    core = client.CoreV1Api(kube_client(cluster.kubeconfig))
+
+    def call() -> object:
+        if kind == "secret":
+            return core.create_namespaced_secret("default", {"metadata": {"name": name}})
+        return core.create_namespaced_service(
+            "default", {"metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
+        )
+
+    if ok:
+        call()
+    else:
+        body = _refusal(call)
+        assert "metadata.name: Invalid value" in str(body["message"])
+
+
+def test_objects_are_checked_against_the_kubernetes_schema(cluster: FakeCluster) -> None:
+    batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
+    body = _refusal(
+        lambda: batch.create_namespaced_job("default", _job("j", resources={"limit": {"cpu": "1"}}))
+    )
+    assert "'limit' was unexpected" in str(body["message"])
+    apps = client.AppsV1Api(kube_client(cluster.kubeconfig))
+    body = _refusal(
+        lambda: apps.create_namespaced_deployment(
+            "default", {"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": []}}}}
+        )
+    )
+    assert "'selector' is a required property" in str(body["message"])
+
+
+def test_a_deployment_is_stored_with_the_servers_defaults_and_without_empty_lists(
+    cluster: FakeCluster,
+) -> None:
+    apps = client.AppsV1Api(kube_client(cluster.kubeconfig))
+    template = {
+        "metadata": {"labels": {"app": "d"}},
+        "spec": {
+            "tolerations": [],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "runtime:latest",
+                    "env": [],
+                    "ports": [{"containerPort": 8000}],
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": 8000}},
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
+    apps.create_namespaced_deployment(
+        "default",
+        {
+            "metadata": {"name": "d"},
+            "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": template},
+        },
+    )
+    stored = cluster.get("deployments", "default", "d")
+    assert stored is not None
+    spec = stored["spec"]
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+    }
+    assert (spec["revisionHistoryLimit"], spec["progressDeadlineSeconds"], spec["replicas"]) == (10, 600, 1)
+    pod = spec["template"]["spec"]
+    assert "tolerations" not in pod and pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    assert (pod["restartPolicy"], pod["dnsPolicy"], pod["schedulerName"], pod["securityContext"]) == (
+        "Always",
+        "ClusterFirst",
+        "default-scheduler",
+        {},
+    )
+    (c,) = pod["containers"]
+    assert "env" not in c and c["ports"] == [{"containerPort": 8000, "protocol": "TCP"}]
+    assert (c["terminationMessagePath"], c["terminationMessagePolicy"], c["imagePullPolicy"]) == (
+        "/dev/termination-log",
+        "File",
+        "Always",
+    )
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTP" and c["readinessProbe"]["timeoutSeconds"] == 1
+
+
+def test_a_job_gets_its_selector_and_job_name_labels(cluster: FakeCluster) -> None:
+    batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
+    batch.create_namespaced_job("default", _job("j"))
+    stored = cluster.get("jobs", "default", "j")
+    assert stored is not None
+    uid = stored["metadata"]["uid"]
+    assert stored["spec"]["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    labels = stored["spec"]["template"]["metadata"]["labels"]
+    assert labels["job-name"] == labels["batch.kubernetes.io/job-name"] == "j"
+    assert stored["spec"]["backoffLimit"] == 6 and "tolerations" not in stored["spec"]["template"]["spec"]
+
+
+def _status(*conditions: str, **extra: object) -> dict[str, object]:
+    return {
+        "status": {
+            "startTime": "2026-01-01T00:00:00Z",
+            **extra,
+            "conditions": [{"type": c, "status": "True"} for c in conditions],
+        }
+    }
+
+
+def test_job_status_must_follow_the_job_controllers_order(cluster: FakeCluster) -> None:
+    batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
+    batch.create_namespaced_job("default", _job("ok"))
+    batch.create_namespaced_job("default", _job("bad"))
+    done = {"completionTime": "2026-01-01T00:01:00Z"}
+    body = _refusal(lambda: batch.patch_namespaced_job_status("ok", "default", _status("Complete", **done)))
+    assert "cannot set Complete=True condition without the SuccessCriteriaMet=true condition" in str(
+        body["message"]
+    )
+    body = _refusal(lambda: batch.patch_namespaced_job_status("bad", "default", _status("Failed")))
+    assert "cannot set Failed=True condition without the FailureTarget=true condition" in str(body["message"])
+    batch.patch_namespaced_job_status("ok", "default", _status("SuccessCriteriaMet"))
+    batch.patch_namespaced_job_status("ok", "default", _status("SuccessCriteriaMet", "Complete", **done))
+    batch.patch_namespaced_job_status("bad", "default", _status("FailureTarget"))
+    batch.patch_namespaced_job_status("bad", "default", _status("FailureTarget", "Failed"))
+    stored = cluster.get("jobs", "default", "ok")
+    assert stored is not None and [c["type"] for c in stored["status"]["conditions"]] == [
+        "SuccessCriteriaMet",
+        "Complete",
+    ]
+
+
+def test_the_test_nodes_status_writes_are_accepted(cluster: FakeCluster) -> None:
+    from tests.operator.node import finished_job_statuses
+
+    batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
+    for name, succeeded in (("s", True), ("f", False)):
+        batch.create_namespaced_job("default", _job(name))
+        for status in finished_job_statuses(succeeded=succeeded, started="2026-01-01T00:00:00Z"):
+            batch.patch_namespaced_job_status(name, "default", {"status": status})
+    assert cluster.get("jobs", "default", "s")["status"]["conditions"][-1]["type"] == "Complete"  # type: ignore[index]
+    assert cluster.get("jobs", "default", "f")["status"]["conditions"][-1]["type"] == "Failed"  # type: ignore[index]
+
+
+def test_new_nodes_are_tainted_not_ready(cluster: FakeCluster) -> None:
+    core = client.CoreV1Api(kube_client(cluster.kubeconfig))
+    core.create_node({"metadata": {"name": "n"}})
+    node = cluster.get("nodes", None, "n")
+    assert node is not None
+    assert {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"} in node["spec"]["taints"]
