@@ -15,7 +15,7 @@ Y = TensorInfo(name="y", dtype="float32", shape=[-1, 10])
 def record() -> ExportRecord:
     return ExportRecord(
         export_digest="e" * 64,
-        model_digest="m" * 64,
+        model_digest="a" * 64,
         files=["model.onnx", "model.onnx.data"],
         inputs=[X],
         outputs=[Y],
@@ -51,7 +51,7 @@ def test_camel_case_record_of_an_older_builder_reads_the_same() -> None:
     # Spelled exactly as the pipeline wrote export.json before records became snake_case.
     old = {
         "exportDigest": "e" * 64,
-        "modelDigest": "m" * 64,
+        "modelDigest": "a" * 64,
         "files": ["model.onnx", "model.onnx.data"],
         "inputs": [X.model_dump()],
         "outputs": [Y.model_dump()],
@@ -69,7 +69,14 @@ def test_camel_case_record_of_an_older_builder_reads_the_same() -> None:
 
 
 def test_minimal_record_gets_empty_warnings_and_verification() -> None:
-    doc = {"export_digest": "e", "model_digest": "m", "files": ["model.onnx"], "inputs": [], "outputs": []}
+    io = [X.model_dump()]
+    doc = {
+        "export_digest": "e" * 64,
+        "model_digest": "d" * 64,
+        "files": ["model.onnx"],
+        "inputs": io,
+        "outputs": io,
+    }
     parsed = ExportRecord.from_json(json.dumps(doc | {"added_later": 1}))
     assert parsed.warnings == [] and parsed.verification == ExportVerification()
     assert "added_later" not in json.loads(parsed.to_json())

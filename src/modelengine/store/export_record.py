@@ -9,16 +9,24 @@ That convention is the manifest's: snake_case field names, written by pydantic
 (`model_dump_json`). Records written before this module spelled their fields in camelCase
 (`exportDigest`, `maxAbsError`); they are still read (every field also accepts its
 camelCase alias), so a store filled by an older builder needs no migration.
+
+Read from a store, it is untrusted like every store document (`store.trust`): `from_json`
+checks the digests' hex format, that each file is one safe path segment (the builder
+downloads them into its work directory under those names) and bounds the lists.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
-from modelengine.store.manifest import TensorInfo
+from modelengine.store.manifest import DIGEST, MAX_TENSORS, SAFE_SEGMENT, TensorInfo, untrusted
+from modelengine.store.trust import parse_document
+
+MAX_FILES = 16
+MAX_WARNINGS = 1000
 
 EXPORT_RECORD_NAME = "export.json"
 
@@ -62,9 +70,42 @@ class ExportRecord(_Doc):
     warnings: list[str] = Field(default_factory=list)
     verification: ExportVerification = Field(default_factory=ExportVerification)
 
+    @field_validator("export_digest", "model_digest")
+    @classmethod
+    def _digest(cls, value: str, info: ValidationInfo) -> str:
+        if untrusted(info) and not DIGEST.fullmatch(value):
+            raise ValueError(f"not a sha256 (64 hex digits): {value[:80]!r}")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if untrusted(info):
+            if not 0 < len(value) <= MAX_FILES:
+                raise ValueError(f"{len(value)} files: expected 1 to {MAX_FILES}")
+            for name in value:
+                if not SAFE_SEGMENT.fullmatch(name):
+                    raise ValueError(f"not a single file name: {name[:80]!r}")
+        return value
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _tensors(cls, value: list[TensorInfo], info: ValidationInfo) -> list[TensorInfo]:
+        if untrusted(info) and len(value) > MAX_TENSORS:
+            raise ValueError(f"{len(value)} tensors: at most {MAX_TENSORS}")
+        return value
+
+    @field_validator("warnings")
+    @classmethod
+    def _warnings(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if untrusted(info) and len(value) > MAX_WARNINGS:
+            raise ValueError(f"{len(value)} warnings: at most {MAX_WARNINGS}")
+        return value
+
     def to_json(self) -> bytes:
         return self.model_dump_json(indent=2).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> ExportRecord:
-        return cls.model_validate_json(raw)
+    def from_json(cls, raw: bytes | str, *, where: str = "export record") -> ExportRecord:
+        """Parse a record read from a store (untrusted); `UntrustedDocument` names the field."""
+        return parse_document(cls, raw.encode() if isinstance(raw, str) else raw, where=where)

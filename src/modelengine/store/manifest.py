@@ -45,7 +45,8 @@ MAX_ENGINE_BYTES = 256 * 2**30
 MAX_TEXT = 1024
 
 
-def _untrusted(info: ValidationInfo) -> bool:
+def untrusted(info: ValidationInfo) -> bool:
+    """Whether this validation parses a document read from a store."""
     return bool(isinstance(info.context, dict) and info.context.get("untrusted"))
 
 
@@ -78,25 +79,42 @@ class TensorInfo(_Doc):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str, info: ValidationInfo) -> str:
-        if _untrusted(info) and not 0 < len(value) <= MAX_TENSOR_NAME:
+        if untrusted(info) and not 0 < len(value) <= MAX_TENSOR_NAME:
             raise ValueError(f"tensor name length {len(value)} is out of range [1, {MAX_TENSOR_NAME}]")
-        return _bounded_text(value, "tensor name") if _untrusted(info) else value
+        return _bounded_text(value, "tensor name") if untrusted(info) else value
 
     @field_validator("dtype")
     @classmethod
     def _dtype(cls, value: str, info: ValidationInfo) -> str:
-        return _match(TOKEN, value, "a dtype name") if _untrusted(info) else value
+        return _match(TOKEN, value, "a dtype name") if untrusted(info) else value
 
-    @field_validator("shape", "min", "opt", "max")
+    @field_validator("shape")
     @classmethod
-    def _dims(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
-        if value is None or not _untrusted(info):
-            return value
-        if len(value) > MAX_RANK:
-            raise ValueError(f"rank {len(value)} is over {MAX_RANK}")
-        if any(not -1 <= d <= MAX_DIM for d in value):
-            raise ValueError(f"dimensions must be in [-1, {MAX_DIM}]")
+    def _shape(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        if untrusted(info):
+            _check_dims(value, dynamic=True)
         return value
+
+    @field_validator("min", "opt", "max")
+    @classmethod
+    def _profile(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if value is not None and untrusted(info):
+            _check_dims(value, dynamic=False)
+            shape = info.data.get("shape")
+            if shape is not None and len(value) != len(shape):
+                raise ValueError(f"profile rank {len(value)} differs from the shape's {len(shape)}")
+        return value
+
+
+def _check_dims(dims: list[int], *, dynamic: bool) -> None:
+    if len(dims) > MAX_RANK:
+        raise ValueError(f"rank {len(dims)} exceeds {MAX_RANK}")
+    low = -1 if dynamic else 0
+    for d in dims:
+        if not low <= d <= MAX_DIM:
+            raise ValueError(f"dimension {d} is out of range [{low}, {MAX_DIM}]")
+    if not dynamic and math.prod(dims) > MAX_DIM:
+        raise ValueError(f"{math.prod(dims)} elements exceed {MAX_DIM}")
 
 
 class ValidationFigures(_Doc):
@@ -140,48 +158,48 @@ class EngineManifest(_Doc):
     @field_validator("build_key")
     @classmethod
     def _build_key(cls, value: str, info: ValidationInfo) -> str:
-        return _match(BUILD_KEY, value, "a build key (32 to 64 hex digits)") if _untrusted(info) else value
+        return _match(BUILD_KEY, value, "a build key (32 to 64 hex digits)") if untrusted(info) else value
 
     @field_validator("model_digest", "onnx_digest", "sha256")
     @classmethod
     def _digest(cls, value: str, info: ValidationInfo) -> str:
-        return _match(DIGEST, value, "a sha256 (64 hex digits)") if _untrusted(info) else value
+        return _match(DIGEST, value, "a sha256 (64 hex digits)") if untrusted(info) else value
 
     @field_validator("backend", "backend_version", "precision", "hardware_compatibility")
     @classmethod
     def _token(cls, value: str, info: ValidationInfo) -> str:
-        return _match(TOKEN, value, "a name or version") if _untrusted(info) else value
+        return _match(TOKEN, value, "a name or version") if untrusted(info) else value
 
     @field_validator("engine_file")
     @classmethod
     def _engine_file(cls, value: str, info: ValidationInfo) -> str:
-        return _match(SAFE_SEGMENT, value, "a single file name") if _untrusted(info) else value
+        return _match(SAFE_SEGMENT, value, "a single file name") if untrusted(info) else value
 
     @field_validator("size")
     @classmethod
     def _size(cls, value: int, info: ValidationInfo) -> int:
-        if _untrusted(info) and not 0 < value <= MAX_ENGINE_BYTES:
+        if untrusted(info) and not 0 < value <= MAX_ENGINE_BYTES:
             raise ValueError(f"size {value} is out of range [1, {MAX_ENGINE_BYTES}]")
         return value
 
     @field_validator("inputs", "outputs")
     @classmethod
     def _tensors(cls, value: list[TensorInfo], info: ValidationInfo) -> list[TensorInfo]:
-        if _untrusted(info) and not 0 < len(value) <= MAX_TENSORS:
+        if untrusted(info) and not 0 < len(value) <= MAX_TENSORS:
             raise ValueError(f"{len(value)} tensors: expected 1 to {MAX_TENSORS}")
         return value
 
     @field_validator("build_seconds")
     @classmethod
     def _seconds(cls, value: float, info: ValidationInfo) -> float:
-        if _untrusted(info) and not (math.isfinite(value) and value >= 0):
+        if untrusted(info) and not (math.isfinite(value) and value >= 0):
             raise ValueError("must be a finite, non-negative number")
         return value
 
     @field_validator("created", "builder")
     @classmethod
     def _text(cls, value: str, info: ValidationInfo) -> str:
-        return _bounded_text(value, "text") if _untrusted(info) else value
+        return _bounded_text(value, "text") if untrusted(info) else value
 
 
 class ReleaseEngine(_Doc):
@@ -200,27 +218,27 @@ class ReleaseEngine(_Doc):
     @field_validator("build_key")
     @classmethod
     def _build_key(cls, value: str, info: ValidationInfo) -> str:
-        return _match(BUILD_KEY, value, "a build key (32 to 64 hex digits)") if _untrusted(info) else value
+        return _match(BUILD_KEY, value, "a build key (32 to 64 hex digits)") if untrusted(info) else value
 
     @field_validator("sha256")
     @classmethod
     def _digest(cls, value: str, info: ValidationInfo) -> str:
-        return _match(DIGEST, value, "a sha256 (64 hex digits)") if _untrusted(info) else value
+        return _match(DIGEST, value, "a sha256 (64 hex digits)") if untrusted(info) else value
 
     @field_validator("backend", "backend_version", "hardware_compatibility")
     @classmethod
     def _token(cls, value: str, info: ValidationInfo) -> str:
-        return _match(TOKEN, value, "a name or version") if _untrusted(info) else value
+        return _match(TOKEN, value, "a name or version") if untrusted(info) else value
 
     @field_validator("target", "uri", "manifest_uri")
     @classmethod
     def _text(cls, value: str, info: ValidationInfo) -> str:
-        return _bounded_text(value, "text") if _untrusted(info) else value
+        return _bounded_text(value, "text") if untrusted(info) else value
 
     @field_validator("size")
     @classmethod
     def _size(cls, value: int, info: ValidationInfo) -> int:
-        if _untrusted(info) and not 0 < value <= MAX_ENGINE_BYTES:
+        if untrusted(info) and not 0 < value <= MAX_ENGINE_BYTES:
             raise ValueError(f"size {value} is out of range [1, {MAX_ENGINE_BYTES}]")
         return value
 
@@ -239,35 +257,35 @@ class ReleaseRecord(_Doc):
     @field_validator("namespace", "name")
     @classmethod
     def _k8s_name(cls, value: str, info: ValidationInfo) -> str:
-        return _match(K8S_NAME, value, "a Kubernetes name") if _untrusted(info) else value
+        return _match(K8S_NAME, value, "a Kubernetes name") if untrusted(info) else value
 
     @field_validator("model_digest")
     @classmethod
     def _digest(cls, value: str, info: ValidationInfo) -> str:
-        return _match(DIGEST, value, "a sha256 (64 hex digits)") if _untrusted(info) else value
+        return _match(DIGEST, value, "a sha256 (64 hex digits)") if untrusted(info) else value
 
     @field_validator("inputs", "outputs")
     @classmethod
     def _tensors(cls, value: list[TensorInfo], info: ValidationInfo) -> list[TensorInfo]:
-        if _untrusted(info) and not 0 < len(value) <= MAX_TENSORS:
+        if untrusted(info) and not 0 < len(value) <= MAX_TENSORS:
             raise ValueError(f"{len(value)} tensors: expected 1 to {MAX_TENSORS}")
         return value
 
     @field_validator("engines")
     @classmethod
     def _engines(cls, value: list[ReleaseEngine], info: ValidationInfo) -> list[ReleaseEngine]:
-        if _untrusted(info) and not 0 < len(value) <= MAX_ENGINES:
+        if untrusted(info) and not 0 < len(value) <= MAX_ENGINES:
             raise ValueError(f"{len(value)} engines: expected 1 to {MAX_ENGINES}")
         return value
 
     @field_validator("generation")
     @classmethod
     def _generation(cls, value: int, info: ValidationInfo) -> int:
-        if _untrusted(info) and not 0 <= value < 2**63:
+        if untrusted(info) and not 0 <= value < 2**63:
             raise ValueError("must be a non-negative 64-bit integer")
         return value
 
     @field_validator("updated")
     @classmethod
     def _text(cls, value: str, info: ValidationInfo) -> str:
-        return _bounded_text(value, "text") if _untrusted(info) else value
+        return _bounded_text(value, "text") if untrusted(info) else value
