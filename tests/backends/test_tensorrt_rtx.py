@@ -9,7 +9,7 @@ import pytest
 from modelengine.api.models import BackendName, Precision
 from modelengine.backends.base import BackendError, BackendUnavailable, BuildOptions, UnsupportedModel
 from modelengine.backends.registry import get_backend
-from modelengine.backends.tensorrt_rtx import TensorRTRTXBackend, supported_capabilities
+from modelengine.backends.trt.rtx import TensorRTRTXBackend
 from modelengine.backends.validate import validate_engine
 from modelengine.backends.versions import installed_version
 from modelengine.store.manifest import TensorInfo
@@ -35,8 +35,8 @@ def test_version_is_the_installed_distribution(backend: TensorRTRTXBackend) -> N
     assert backend.version() == tensorrt_rtx.__version__
 
 
-def test_supported_capabilities_come_from_the_library() -> None:
-    supported = supported_capabilities()
+def test_supported_capabilities_come_from_the_library(backend: TensorRTRTXBackend) -> None:
+    supported = backend.supported_capabilities()
     assert {"7.5", "8.6", "8.9", "12.0"} <= set(supported)
     assert "9.0" not in supported and "10.0" not in supported
 

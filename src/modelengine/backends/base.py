@@ -20,12 +20,13 @@ import numpy as np
 
 from modelengine.api.models import BackendName, Precision
 from modelengine.api.targets import ResolvedTarget
+from modelengine.errors import BuildFailed, InputError
 from modelengine.store.manifest import TensorInfo
 
 Progress = Callable[[str], None]
 
 
-class BackendError(RuntimeError):
+class BackendError(BuildFailed, RuntimeError):
     """A build or load failed for a reason the user can act on (one line)."""
 
 
@@ -37,7 +38,7 @@ class UnsupportedModel(BackendError):
     """The ONNX uses something the backend cannot build (an op, a type)."""
 
 
-class InferenceInputError(ValueError):
+class InferenceInputError(InputError):
     """A request's tensors do not fit the engine (name, dtype, shape); maps to HTTP 400."""
 
 
@@ -49,6 +50,18 @@ class BuildOptions:
     hardware_compatibility: str = "none"
     calibration: Path | None = None  # .npz with one array per input name (int8)
     inputs: tuple[TensorInfo, ...] = ()  # profiles: min/opt/max per input
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One build as `Backend.build` received it (checked): what `_build_impl` works from."""
+
+    onnx_path: Path
+    target: ResolvedTarget
+    options: BuildOptions
+    out_dir: Path  # exists; the engine file goes here
+    timing_cache: bytes | None
+    progress: Progress
 
 
 @dataclass
@@ -154,25 +167,11 @@ class Backend(abc.ABC):
             raise BackendError(f"ONNX model not found: {onnx_path}")
         out_dir.mkdir(parents=True, exist_ok=True)
         return self._build_impl(
-            onnx_path,
-            target=target,
-            options=options,
-            out_dir=out_dir,
-            timing_cache=timing_cache,
-            progress=progress or (lambda _msg: None),
+            BuildRequest(onnx_path, target, options, out_dir, timing_cache, progress or (lambda _msg: None))
         )
 
     @abc.abstractmethod
-    def _build_impl(
-        self,
-        onnx_path: Path,
-        *,
-        target: ResolvedTarget,
-        options: BuildOptions,
-        out_dir: Path,
-        timing_cache: bytes | None,
-        progress: Progress,
-    ) -> BuildResult: ...
+    def _build_impl(self, request: BuildRequest) -> BuildResult: ...
 
     def load(self, engine_path: Path, *, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> Engine:
         if not engine_path.is_file():

@@ -20,17 +20,16 @@ from typing import Any
 import numpy as np
 
 from modelengine.api.models import BackendName
-from modelengine.api.targets import ResolvedTarget
 from modelengine.backends.base import (
     Backend,
     BackendError,
     BackendUnavailable,
-    BuildOptions,
+    BuildRequest,
     BuildResult,
     Engine,
-    Progress,
     UnsupportedModel,
 )
+from modelengine.errors import first_line
 from modelengine.store.manifest import TensorInfo
 
 # protobuf cannot serialize one message of 2 GiB or more: the most one engine file can hold.
@@ -56,11 +55,6 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _external_data_files(onnx_path: Path) -> list[Path] | None:
     """The external data files the model's initializers name, or None when it has none.
 
@@ -75,7 +69,7 @@ def _external_data_files(onnx_path: Path) -> list[Path] | None:
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as err:
-        raise UnsupportedModel(f"cannot read the ONNX model {onnx_path.name}: {_first_line(err)}") from None
+        raise UnsupportedModel(f"cannot read the ONNX model {onnx_path.name}: {first_line(err)}") from None
     files: list[Path] = []
     for tensor in model.graph.initializer:
         if uses_external_data(tensor):
@@ -103,7 +97,7 @@ def _inline_model(onnx_path: Path, data_files: list[Path]) -> bytes:
     try:
         return onnx.load(str(onnx_path), load_external_data=True).SerializeToString()  # type: ignore[no-any-return]
     except Exception as err:
-        raise UnsupportedModel(f"cannot read the ONNX model {onnx_path.name}: {_first_line(err)}") from None
+        raise UnsupportedModel(f"cannot read the ONNX model {onnx_path.name}: {first_line(err)}") from None
 
 
 def session_io(session: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -150,18 +144,10 @@ class OnnxRuntimeBackend(Backend):
         opts.log_severity_level = 3
         return opts
 
-    def _build_impl(
-        self,
-        onnx_path: Path,
-        *,
-        target: ResolvedTarget,
-        options: BuildOptions,
-        out_dir: Path,
-        timing_cache: bytes | None,
-        progress: Progress,
-    ) -> BuildResult:
+    def _build_impl(self, request: BuildRequest) -> BuildResult:
         ort = _ort()
-        out = out_dir / self.engine_file
+        onnx_path, progress = request.onnx_path, request.progress
+        out = request.out_dir / self.engine_file
         opts = self._options()
         # Basic (not extended) optimizations are hardware-independent, so the saved graph
         # stays valid on any CPU; the runtime applies the rest when it loads the model.
@@ -176,11 +162,11 @@ class OnnxRuntimeBackend(Backend):
         try:
             session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its own exception types, all with a message
-            raise UnsupportedModel(f"onnxruntime cannot load the ONNX model: {_first_line(err)}") from None
+            raise UnsupportedModel(f"onnxruntime cannot load the ONNX model: {first_line(err)}") from None
         if not out.is_file():
             raise BackendError("onnxruntime did not write the optimized model")
         inputs, outputs = session_io(session)
-        profiles = {t.name: t for t in options.inputs}
+        profiles = {t.name: t for t in request.options.inputs}
         inputs = [
             t.model_copy(update={"min": p.min, "opt": p.opt, "max": p.max})
             if (p := profiles.get(t.name))
@@ -196,7 +182,7 @@ class OnnxRuntimeBackend(Backend):
                 str(engine_path), self._options(), providers=["CPUExecutionProvider"]
             )
         except Exception as err:
-            raise BackendError(f"onnxruntime cannot load the engine: {_first_line(err)}") from None
+            raise BackendError(f"onnxruntime cannot load the engine: {first_line(err)}") from None
         got_in, got_out = session_io(session)
         by_name = {t.name: t for t in got_in}
         for want in inputs:

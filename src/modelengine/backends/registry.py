@@ -9,8 +9,8 @@ from modelengine.backends.base import Backend
 
 _BACKENDS: dict[BackendName, str] = {
     BackendName.ONNXRUNTIME: "modelengine.backends.onnxruntime:OnnxRuntimeBackend",
-    BackendName.TENSORRT_RTX: "modelengine.backends.tensorrt_rtx:TensorRTRTXBackend",
-    BackendName.TENSORRT: "modelengine.backends.tensorrt:TensorRTBackend",
+    BackendName.TENSORRT_RTX: "modelengine.backends.trt.rtx:TensorRTRTXBackend",
+    BackendName.TENSORRT: "modelengine.backends.trt.full:TensorRTBackend",
 }
 
 

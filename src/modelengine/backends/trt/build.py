@@ -56,6 +56,9 @@ class LogSink:
     def errors(self) -> list[str]:
         return [m for s, m in self.messages if s <= 1]
 
+    def warnings(self) -> list[str]:
+        return [m for s, m in self.messages if s == 2]
+
     def reason(self, default: str) -> str:
         errors = self.errors()
         return first_line(errors[-1]) if errors else default
