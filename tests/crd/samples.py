@@ -108,6 +108,15 @@ VALID_EDGES: list[Sample] = [
         "int8-tensorrt-with-calibration",
         _set("spec.build", {"backend": "tensorrt", "precision": "int8", "calibration": "s3://c/calib.npz"}),
     ),
+    Sample("s3-folder-source", _set("spec.model.source", "s3://models/combinednet/v2/")),
+    Sample(
+        "file-source-in-builder-image",
+        _all(
+            _set("spec.model.source", "file:///opt/model/"),
+            _set("spec.model.weights", "file:///opt/model/w.safetensors"),
+            _set("spec.build.image", "registry.example.com/team/builder:1.0"),
+        ),
+    ),
     Sample(
         "tensorrt-target-override-for-h100",
         _set("spec.targets.0", {"computeCapability": "9.0", "backend": "tensorrt"}),
@@ -140,6 +149,38 @@ INVALID: list[Sample] = [
     Sample("bad-name", _set("metadata.name", "My_Model"), "metadata.name"),
     Sample("wrong-api-version", _set("apiVersion", "modelengine.io/v1")),
     # cross-field rules (CEL)
+    *(
+        Sample(f"source-{label}", _set("spec.model.source", value), "spec.model.source", "modelengine push")
+        for label, value in (
+            ("relative", "."),
+            ("relative-file", "models/resnet.pt"),
+            ("not-a-uri", "not a uri at all"),
+            ("absolute-path", "/models/resnet.pt"),
+            ("https", "https://example.com/resnet.pt"),
+            ("s3-without-key", "s3://models"),
+            ("s3-uppercase-bucket", "s3://Models/resnet.pt"),
+            ("file-without-image", "file:///models/resnet.pt"),
+            ("file-relative", "file://models/resnet.pt"),
+        )
+    ),
+    Sample(
+        "file-source-with-empty-image",
+        _all(_set("spec.model.source", "file:///opt/model/"), _set("spec.build.image", "")),
+        "spec.model.source",
+        "modelengine push",
+    ),
+    Sample(
+        "weights-relative",
+        _set("spec.model.weights", "w.safetensors"),
+        "spec.model.weights",
+        "modelengine push",
+    ),
+    Sample(
+        "calibration-relative",
+        _set("spec.build", {"backend": "tensorrt", "precision": "int8", "calibration": "calib.npz"}),
+        "spec.build.calibration",
+        "modelengine push",
+    ),
     Sample(
         "missing-entrypoint",
         _drop("spec.model.entrypoint"),

@@ -10,12 +10,13 @@ cross-field rules, share the wording.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
 from modelengine.api.crd import generate_crd
-from modelengine.api.validation import SpecError, parse_modelengine
+from modelengine.api.validation import SpecError, cluster_source_problems, parse_modelengine
 
 from .admission import admit
 from .samples import FIXTURES, INVALID, ROOT, VALID_EDGES, Sample, load_documents
@@ -26,11 +27,27 @@ DOCUMENTS = load_documents(FIXTURES) + load_documents(ROOT / "examples")
 
 
 def python_problems(doc: Any) -> list[str]:
+    """What the Python side refuses in a cluster: the spec rules plus where pods can read."""
     try:
-        parse_modelengine(doc)
+        me = parse_modelengine(doc)
     except SpecError as err:
         return err.problems
-    return []
+    return cluster_source_problems(me.spec)
+
+
+def local_only(label: str, doc: dict[str, Any]) -> bool:
+    """An example whose model is a local path: for `modelengine build`, or `push` first."""
+    return label.startswith("examples/") and "://" not in doc["spec"]["model"]["source"]
+
+
+def pushed(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as `modelengine push` prints it: local sources rewritten to s3://."""
+    out = copy.deepcopy(doc)
+    model = out["spec"]["model"]
+    for field in ("source", "weights"):
+        if field in model and "://" not in model[field]:
+            model[field] = f"s3://store/prefix/sources/{'0' * 64}/{model[field].strip('./') or ''}"
+    return out
 
 
 def test_fixtures_and_examples_found() -> None:
@@ -39,10 +56,16 @@ def test_fixtures_and_examples_found() -> None:
 
 @pytest.mark.parametrize(("label", "doc"), DOCUMENTS, ids=[label for label, _ in DOCUMENTS])
 def test_documents_judged_alike(label: str, doc: dict[str, Any]) -> None:
-    """Examples are accepted by both; one under a folder named `invalid` is refused by both."""
+    """Examples are accepted by both; one under a folder named `invalid` is refused by both,
+    and so is an example with a local model path, with the same line naming `modelengine push`."""
     if "invalid" in label.split("#")[0].split("/")[:-1]:
         assert python_problems(doc), label
         assert admit(doc, CRD), label
+    elif local_only(label, doc):
+        (line,) = set(python_problems(doc)) & set(admit(doc, CRD))
+        assert line.startswith("spec.model.source: ") and "modelengine push" in line, line
+        assert python_problems(pushed(doc)) == [], label
+        assert admit(pushed(doc), CRD) == [], label
     else:
         assert python_problems(doc) == [], label
         assert admit(doc, CRD) == [], label
@@ -100,6 +123,9 @@ def test_rule_messages_match_python_lines_exactly_where_paths_coincide() -> None
         "two-target-kinds",
         "int8-without-calibration",
         "serving-min-above-max",
+        "source-relative",
+        "weights-relative",
+        "calibration-relative",
     }
     for sample in (s for s in INVALID if s.id in exact):
         doc = sample.document()

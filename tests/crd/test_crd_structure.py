@@ -203,7 +203,7 @@ def test_status_written_by_the_operator_fits_the_status_schema() -> None:
 
 # What Kubernetes' CEL environment offers that the rules may call (standard macros and
 # functions, and the `in` operator; no index ranges, no user functions).
-ALLOWED_CALLS = {"has", "size", "all", "exists", "exists_one", "map", "filter"}
+ALLOWED_CALLS = {"has", "size", "all", "exists", "exists_one", "map", "filter", "matches"}
 
 
 def rules() -> list[tuple[str, dict[str, Any], dict[str, str]]]:

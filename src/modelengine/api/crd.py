@@ -48,7 +48,13 @@ from modelengine.api.models import (
     ServingSpec,
     TensorSpec,
 )
-from modelengine.api.validation import RTX_COMPUTE_CAPABILITIES, SUPPORTED_PRECISIONS
+from modelengine.api.validation import (
+    CLUSTER_SOURCE_MESSAGE,
+    IMAGE_PATH_PATTERN,
+    RTX_COMPUTE_CAPABILITIES,
+    S3_URI_PATTERN,
+    SUPPORTED_PRECISIONS,
+)
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 HEADER = (
@@ -250,6 +256,28 @@ def _dimension_rules() -> list[CelRule]:
     ]
 
 
+def _cluster_source_rules() -> list[CelRule]:
+    """`validation.cluster_source_problems`: what a builder pod can read. The CRD is only
+    used in a cluster, so admission refuses relative paths the local CLI accepts."""
+    in_image = (
+        f"(%s.matches({_lit(IMAGE_PATH_PATTERN)}) && has(self.build) && has(self.build.image)"
+        " && size(self.build.image) > 0)"
+    )
+    rules = []
+    for field_path, value, optional in (
+        (".model.source", "self.model.source", False),
+        (".model.weights", "self.model.weights", True),
+        (".build.calibration", "self.build.calibration", True),
+    ):
+        readable = f"{value}.matches({_lit(S3_URI_PATTERN)}) || {in_image % value}"
+        if optional:
+            parent = value.rsplit(".", 1)[0]
+            present = f"has({value})" if parent == "self.model" else f"has({parent}) && has({value})"
+            readable = f"!({present}) || size({value}) == 0 || {readable}"
+        rules.append(CelRule((), readable, CLUSTER_SOURCE_MESSAGE, field_path))
+    return rules
+
+
 def cel_rules() -> list[CelRule]:
     """Every CEL rule in the CRD, each mirroring a line of `validation.semantic_problems`."""
     python, mixed = _lit(ModelFormat.PYTHON.value), _lit(ExportMethod.MIXED.value)
@@ -344,6 +372,7 @@ def cel_rules() -> list[CelRule]:
             ".targets",
         ),
         *_precision_rules(),
+        *_cluster_source_rules(),
         CelRule(
             ("build",),
             f"!has(self.precision) || self.precision != {_lit(Precision.INT8.value)}"

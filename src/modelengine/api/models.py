@@ -25,6 +25,7 @@ API_VERSION = "v1alpha1"
 KIND = "ModelEngine"
 PLURAL = "modelengines"
 SHORT_NAME = "me"
+SOURCE_URI_MAX = 2048  # bounds the CEL cost of the source rules
 
 
 class _Model(BaseModel):
@@ -94,8 +95,13 @@ class RetentionPolicy(StrEnum):
 
 class ModelSource(_Model):
     source: str = Field(
-        description="Where the model lives: file:///abs/path, s3://bucket/key or a relative path.",
+        description=(
+            "Where the model lives. In a cluster: s3://bucket/key (a file), s3://bucket/prefix/"
+            " (a folder: code + weights) or file:///abs/path inside spec.build.image; `modelengine"
+            " push` uploads a local model and rewrites this. The local CLI also takes relative paths."
+        ),
         min_length=1,
+        max_length=SOURCE_URI_MAX,
     )
     format: ModelFormat = Field(description="How the file at `source` is read.")
     entrypoint: str | None = Field(
@@ -106,6 +112,7 @@ class ModelSource(_Model):
     weights: str | None = Field(
         default=None,
         description="For format=python: optional .safetensors or state_dict (.pt, weights_only).",
+        max_length=SOURCE_URI_MAX,
     )
 
 
@@ -159,7 +166,9 @@ class BuildSpec(_Model):
     backend: BackendName = BackendName.TENSORRT_RTX
     precision: Precision = Precision.FP32
     calibration: str | None = Field(
-        default=None, description="Dataset URI (.npz of input arrays) for int8 calibration."
+        default=None,
+        description="Dataset URI (.npz of input arrays) for int8 calibration.",
+        max_length=SOURCE_URI_MAX,
     )
     workspace_mi_b: int = Field(default=1024, ge=16, le=1 << 20, alias="workspaceMiB")
     optimization_level: int = Field(default=3, ge=0, le=5)

@@ -3,10 +3,17 @@
 Pydantic's own messages are reshaped into `spec.export.inputs[0].min: ...` lines so a user
 sees the field path they wrote, not pydantic's internals. The cross-field rules here are
 the ones the CRD also carries as CEL (see `crd.py`); keep the two in step.
+
+Two readers, two sets of rules for where the model lives. `modelengine build -f` runs on
+the user's machine and accepts relative paths (resolved against the YAML's folder). A
+cluster's pods can read only `s3://` URIs or absolute paths inside a custom builder image:
+`cluster_source_problems` holds those rules, the CRD refuses the same at admission, and
+the operator calls it too.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,15 @@ SUPPORTED_PRECISIONS: dict[BackendName, frozenset[Precision]] = {
     BackendName.TENSORRT_RTX: frozenset({Precision.FP32, Precision.FP16}),
     BackendName.ONNXRUNTIME: frozenset({Precision.FP32}),
 }
+
+
+# What a pod can read: an S3 object or folder prefix, or an absolute path in its image.
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]*/[^/]"
+IMAGE_PATH_PATTERN = r"^file:///[^/]"
+CLUSTER_SOURCE_MESSAGE = (
+    "a cluster reads s3://bucket/key, s3://bucket/prefix/ or file:///abs/path with spec.build.image;"
+    " upload a local model with `modelengine push -f FILE --store s3://BUCKET/PREFIX`"
+)
 
 
 class SpecError(ValueError):
@@ -176,6 +192,24 @@ def semantic_problems(spec: ModelEngineSpec) -> list[str]:
     if spec.serving and spec.serving.min_replicas > spec.serving.max_replicas:
         problems.append("spec.serving: minReplicas must be <= maxReplicas")
     return list(dict.fromkeys(problems))
+
+
+def cluster_source_problems(spec: ModelEngineSpec) -> list[str]:
+    """Sources a builder pod cannot read (relative paths, other schemes, `file://` outside
+    a custom image): one line each, naming `modelengine push`. Not for the local CLI."""
+    read_by_pods = {
+        "spec.model.source": spec.model.source,
+        "spec.model.weights": spec.model.weights,
+        "spec.build.calibration": spec.build.calibration,
+    }
+    problems = []
+    for field, uri in read_by_pods.items():
+        if not uri:
+            continue
+        in_image = re.match(IMAGE_PATH_PATTERN, uri) is not None and bool(spec.build.image)
+        if not (re.match(S3_URI_PATTERN, uri) or in_image):
+            problems.append(f"{field}: {CLUSTER_SOURCE_MESSAGE}")
+    return problems
 
 
 def parse_modelengine(doc: Any, *, source: str | None = None) -> ModelEngine:
