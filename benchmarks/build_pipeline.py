@@ -95,7 +95,7 @@ def bare(me: ModelEngine, backend: BackendName, work: Path) -> float:
         )
     target = ResolvedTarget(backend, None if backend is BackendName.ONNXRUNTIME else "8.9")
     lo, mid, hi = spec_in.profile()
-    from modelengine.store.manifest import TensorInfo
+    from modelengine.api.tensors import TensorInfo
 
     info = TensorInfo(
         name=spec_in.name, dtype=spec_in.dtype.value, shape=spec_in.shape, min=lo, opt=mid, max=hi

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from modelengine.api.models import BackendName
 from modelengine.api.targets import ResolvedTarget
-from modelengine.store.manifest import TensorInfo
+from modelengine.api.tensors import TensorInfo
 
 CONV_INPUT = TensorInfo(
     name="input",

@@ -18,13 +18,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from modelengine.api.models import BackendName, Precision
 from modelengine.api.targets import ResolvedTarget
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError, BackendUnavailable, BuildOptions
 from modelengine.backends.registry import get_backend
 from modelengine.backends.trt import options as trt_options
 from modelengine.backends.trt.calibration import CalibrationData
 from modelengine.backends.trt.full import TensorRTBackend, has_qdq
 from modelengine.backends.versions import installed_version
-from modelengine.store.manifest import TensorInfo
 
 from .conftest import CONV_INPUT, make_model
 

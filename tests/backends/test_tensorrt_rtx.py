@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from modelengine.api.models import BackendName, Precision
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError, BackendUnavailable, BuildOptions, UnsupportedModel
 from modelengine.backends.registry import get_backend
 from modelengine.backends.trt.rtx import TensorRTRTXBackend
 from modelengine.backends.validate import validate_engine
 from modelengine.backends.versions import installed_version
-from modelengine.store.manifest import TensorInfo
 
 from .conftest import CONV_INPUT, rtx_target
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError
 from modelengine.backends.trt.build import LogSink, NetTensor, first_line, plan_profile
-from modelengine.store.manifest import TensorInfo
 
 NET = [NetTensor("x", "float32", (-1, 3, 16, 16)), NetTensor("mask", "bool", (4,))]
 X = TensorInfo(

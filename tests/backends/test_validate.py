@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from modelengine.api.models import BackendName, Precision
 from modelengine.api.targets import ResolvedTarget
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError, BuildOptions
 from modelengine.backends.onnxruntime import OnnxRuntimeBackend
 from modelengine.backends.validate import (
@@ -20,7 +21,6 @@ from modelengine.backends.validate import (
     tolerances,
     validate_engine,
 )
-from modelengine.store.manifest import TensorInfo
 
 from .conftest import CONV_INPUT
 

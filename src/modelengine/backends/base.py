@@ -20,8 +20,8 @@ import numpy as np
 
 from modelengine.api.models import BackendName, Precision
 from modelengine.api.targets import ResolvedTarget
+from modelengine.api.tensors import TensorInfo
 from modelengine.errors import BuildFailed, InputError
-from modelengine.store.manifest import TensorInfo
 
 Progress = Callable[[str], None]
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from modelengine.api.models import BackendName
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import (
     Backend,
     BackendError,
@@ -30,7 +31,6 @@ from modelengine.backends.base import (
     UnsupportedModel,
 )
 from modelengine.errors import first_line
-from modelengine.store.manifest import TensorInfo
 
 # protobuf cannot serialize one message of 2 GiB or more: the most one engine file can hold.
 SINGLE_FILE_LIMIT = (1 << 31) - 1

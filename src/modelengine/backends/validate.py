@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from modelengine.api.models import Precision
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import Backend, BackendError
-from modelengine.store.manifest import TensorInfo, ValidationFigures
+from modelengine.store.manifest import ValidationFigures
 
 TOLERANCE_FLOORS: dict[Precision, tuple[float, float]] = {
     Precision.FP32: (0.0, 0.0),

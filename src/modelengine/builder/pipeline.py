@@ -1,12 +1,15 @@
 """The build pipeline: model → ONNX (once per export digest) → verify → engine per target.
 
-    fetch model ─ digest ─┬─ per target: build key → manifest in store? ─ yes → cached (no work)
+    model digest ─────────┬─ per target: build key → manifest in store? ─ yes → cached (no work)
                           └─ any miss: ONNX in store? ─ no → load, export, verify → upload ONNX,
                                                                  export.json LAST
                              per missing target: timing cache → build → validate
                                                  → upload engine, manifest LAST → timing cache
 
-The same code serves the local CLI (`modelengine build`, all targets) and the builder Job
+The model digest comes from the store's source record when there is one (a cluster
+source: `s3://` or a path inside the builder image, see `store.sources`), so a build whose
+ONNX is already stored neither downloads the model nor exports it; otherwise the model is
+fetched and hashed. The same code serves the local CLI (`modelengine build`, all targets) and the builder Job
 (`modelengine builder`, one target). A failed check publishes nothing for that target:
 no manifest, and the reason is one line. Heavy modules (torch via export/verify, the
 backends' libraries) are imported only when a stage needs them, so a run where every
@@ -26,6 +29,7 @@ from typing import Any
 
 from modelengine.api.models import BackendName, ModelEngine, ModelFormat
 from modelengine.api.targets import ResolvedTarget, build_key, export_digest
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import Backend, BuildOptions
 from modelengine.backends.registry import get_backend
 from modelengine.builder.progress import Reporter, StreamReporter, Timings
@@ -34,9 +38,18 @@ from modelengine.store.base import NotFound, ObjectStore
 from modelengine.store.digest import digest_local
 from modelengine.store.export_record import EXPORT_RECORD_NAME, BranchRecord, ExportRecord, ExportVerification
 from modelengine.store.layout import engine_key, manifest_key, model_key, model_prefix, timing_cache_key
-from modelengine.store.manifest import EngineManifest, EngineTarget, TensorInfo, ValidationFigures
+from modelengine.store.manifest import EngineManifest, EngineTarget, ValidationFigures
 from modelengine.store.open import fetch
 from modelengine.store.publish import publish_engine, read_manifest
+from modelengine.store.s3 import s3_client
+from modelengine.store.sources import (
+    InvalidSourceRecord,
+    SourceIdentity,
+    SourceRecord,
+    is_s3,
+    read_source_record,
+    source_identity,
+)
 
 
 class PipelineError(BuildFailed):
@@ -94,6 +107,7 @@ class Pipeline:
         work_dir: Path | None = None,
         backend_factory: BackendFactory = get_backend,
         validate_samples: int = 4,
+        source_records: bool = True,
     ) -> None:
         self.me = me
         self.spec = me.spec
@@ -105,6 +119,9 @@ class Pipeline:
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="modelengine-build-"))
         self._model_digest: str | None = None
+        self._use_records = source_records
+        self._identity: tuple[SourceIdentity | None] | None = None
+        self._fetched = False
         self._source_path: Path | None = None
         self._weights_path: Path | None = None
         self._onnx: tuple[Path, ExportRecord] | None = None
@@ -133,27 +150,74 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------
 
-    def model_digest(self) -> str:
-        """Fetch the model (and weights) and hash them; cached for the run."""
-        if self._model_digest is None:
+    def source_identity(self, *, fresh: bool = False) -> SourceIdentity | None:
+        """The model's identity (HEAD / ListObjectsV2 only), None for a local source."""
+        if self._identity is None or fresh:
             model = self.spec.model
-            with self.timings.measure("load", self.reporter, model.source) as t:
-                try:
-                    src_dir = self.work_dir / "model"
-                    src_dir.mkdir(parents=True, exist_ok=True)
-                    name = Path(model.source.rstrip("/")).name or "model"
-                    self._source_path = fetch(model.source, src_dir / name, endpoint_url=self.endpoint_url)
-                    if model.weights:
-                        wname = Path(model.weights).name or "weights"
-                        self._weights_path = fetch(
-                            model.weights, src_dir / wname, endpoint_url=self.endpoint_url
-                        )
-                    # Hash what was just fetched: an s3:// model is not downloaded twice.
-                    self._model_digest = digest_local(model, self._source_path, self._weights_path)
-                except NotFound as err:
-                    raise PipelineError("load", f"cannot read model: {err}") from None
-                t.detail = f"model digest {self._model_digest[:12]}"
+            remote = any(u and is_s3(u) for u in (model.source, model.weights))
+            client = (
+                s3_client(endpoint_url=self.endpoint_url, region=self.spec.storage.region) if remote else None
+            )
+            try:
+                self._identity = (source_identity(self.spec, client=client),)
+            except NotFound as err:
+                raise PipelineError("load", f"cannot read model: {err}") from None
+        return self._identity[0]
+
+    def source_record(self) -> SourceRecord | None:
+        """The store's record of this source, None on a miss (or a record that does not validate)."""
+        identity = self.source_identity()
+        if identity is None:
+            return None
+        try:
+            return read_source_record(self.store, identity)
+        except InvalidSourceRecord as err:
+            self.reporter.warn(f"{err}; ignoring it")
+            return None
+
+    def model_digest(self) -> str:
+        """From the source record when there is one, else fetch the model and hash it."""
+        if self._model_digest is None:
+            record = self.source_record() if self._use_records else None
+            if record is not None:
+                self._model_digest = record.model_digest
+                self.reporter.info(f"model digest {record.model_digest[:12]} from the source record")
+            else:
+                self._fetch_model()
+        assert self._model_digest is not None
         return self._model_digest
+
+    def _fetch_model(self) -> None:
+        """Download the model (and weights) and hash what was fetched; a digest already
+        known from a source record must match (the record is only a shortcut)."""
+        if self._fetched:
+            return
+        model = self.spec.model
+        with self.timings.measure("load", self.reporter, model.source) as t:
+            try:
+                src_dir = self.work_dir / "model"
+                src_dir.mkdir(parents=True, exist_ok=True)
+                name = Path(model.source.rstrip("/")).name or "model"
+                self._source_path = fetch(model.source, src_dir / name, endpoint_url=self.endpoint_url)
+                if model.weights:
+                    wname = Path(model.weights).name or "weights"
+                    self._weights_path = fetch(model.weights, src_dir / wname, endpoint_url=self.endpoint_url)
+                digest = digest_local(model, self._source_path, self._weights_path)
+            except NotFound as err:
+                raise PipelineError("load", f"cannot read model: {err}") from None
+            if self._model_digest is not None and digest != self._model_digest:
+                raise PipelineError(
+                    "load",
+                    f"model {model.source} hashes to {digest[:12]} but its source record says "
+                    f"{self._model_digest[:12]}: the record is stale; run the resolve step again",
+                )
+            self._model_digest = digest
+            self._fetched = True
+            t.detail = f"model digest {digest[:12]}"
+
+    def onnx_in_store(self) -> bool:
+        """Whether the ONNX of this model + export recipe is already stored (export record present)."""
+        return self.store.exists(model_key(export_digest(self.model_digest(), self.spec), EXPORT_RECORD_NAME))
 
     def plan(self, targets: list[ResolvedTarget]) -> list[tuple[ResolvedTarget, str, str]]:
         """(target, build key, backend version) for each target."""
@@ -193,6 +257,7 @@ class Pipeline:
         from modelengine.export import ExportError, export_onnx, load_model
         from modelengine.verify import VerificationError, verify_export
 
+        self._fetch_model()
         assert self._source_path is not None
         progress = self.reporter.info
         with self.timings.measure("export", self.reporter, f"method {self.spec.export.method.value}") as t:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelengine.api.models import ModelFormat
-from modelengine.store.manifest import TensorInfo
+from modelengine.api.tensors import TensorInfo
 
 Verdict = Literal["kept", "frozen-constant", "frozen-flips"]
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from modelengine.api.models import ExportMethod, ModelEngineSpec, ModelFormat
+from modelengine.api.tensors import TensorInfo
 from modelengine.export.branches import BranchRecorder, Site, TracerNotes, capture_tracer_warnings
 from modelengine.export.dynamo import check_program_dims, export_program, program_to_onnx, quiet_torch
 from modelengine.export.errors import (
@@ -60,7 +61,6 @@ from modelengine.export.scripting import (
     script_parts,
     scripted_if_sites,
 )
-from modelengine.store.manifest import TensorInfo
 
 
 def _no_progress(_: str) -> None:

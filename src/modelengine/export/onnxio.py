@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from modelengine.api.tensors import TensorInfo
 from modelengine.export.errors import BranchReport, ExportError, first_line
-from modelengine.store.manifest import TensorInfo
 
 _TORCH_PARTS = ("site-packages", "dist-packages", "<eval_with_key>")
 

@@ -14,40 +14,35 @@ from validated inputs and are built field by field, so construction checks types
 Documents *read from a store* are untrusted (anyone with write access to the store wrote
 them): they are parsed with the `UNTRUSTED` validation context (see `store.trust`), which
 turns on the checks below: hex formats for keys and digests, single safe path segments
-for file names, bounded sizes, ranks, dims and list lengths.
+for file names, bounded sizes and list lengths; `api.tensors.TensorInfo` bounds ranks
+and dims under the same context.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+# TensorInfo and the untrusted-document context are the API's (every document carries
+# tensors); re-exported here, where the store's documents are.
+from modelengine.api.tensors import UNTRUSTED as UNTRUSTED
+from modelengine.api.tensors import TensorInfo as TensorInfo
+from modelengine.api.tensors import untrusted as untrusted
+
 MANIFEST_SCHEMA = 1
 RELEASE_SCHEMA = 1
-
-# Validation context for documents read from a store.
-UNTRUSTED: dict[str, Any] = {"untrusted": True}
 
 BUILD_KEY = re.compile(r"[0-9a-f]{32,64}")  # api.targets.build_key: sha256 hex, truncated to 32
 DIGEST = re.compile(r"[0-9a-f]{64}")  # sha256 hex
 SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # one path segment, never . or ..
 TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")  # backend names, versions, dtypes
 K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-MAX_RANK = 16
-MAX_DIM = 2**31 - 1
 MAX_TENSORS = 256
 MAX_ENGINES = 64
-MAX_TENSOR_NAME = 256
 MAX_ENGINE_BYTES = 256 * 2**30
 MAX_TEXT = 1024
-
-
-def untrusted(info: ValidationInfo) -> bool:
-    """Whether this validation parses a document read from a store."""
-    return bool(isinstance(info.context, dict) and info.context.get("untrusted"))
 
 
 def _match(pattern: re.Pattern[str], value: str, what: str) -> str:
@@ -64,57 +59,6 @@ def _bounded_text(value: str, what: str) -> str:
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="ignore")
-
-
-class TensorInfo(_Doc):
-    """One engine input or output; for inputs `min/opt/max` give the profile (static: equal)."""
-
-    name: str
-    dtype: str  # numpy dtype name: float32, float16, int64, ...
-    shape: list[int]  # -1 for dynamic dimensions
-    min: list[int] | None = None
-    opt: list[int] | None = None
-    max: list[int] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str, info: ValidationInfo) -> str:
-        if untrusted(info) and not 0 < len(value) <= MAX_TENSOR_NAME:
-            raise ValueError(f"tensor name length {len(value)} is out of range [1, {MAX_TENSOR_NAME}]")
-        return _bounded_text(value, "tensor name") if untrusted(info) else value
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, value: str, info: ValidationInfo) -> str:
-        return _match(TOKEN, value, "a dtype name") if untrusted(info) else value
-
-    @field_validator("shape")
-    @classmethod
-    def _shape(cls, value: list[int], info: ValidationInfo) -> list[int]:
-        if untrusted(info):
-            _check_dims(value, dynamic=True)
-        return value
-
-    @field_validator("min", "opt", "max")
-    @classmethod
-    def _profile(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
-        if value is not None and untrusted(info):
-            _check_dims(value, dynamic=False)
-            shape = info.data.get("shape")
-            if shape is not None and len(value) != len(shape):
-                raise ValueError(f"profile rank {len(value)} differs from the shape's {len(shape)}")
-        return value
-
-
-def _check_dims(dims: list[int], *, dynamic: bool) -> None:
-    if len(dims) > MAX_RANK:
-        raise ValueError(f"rank {len(dims)} exceeds {MAX_RANK}")
-    low = -1 if dynamic else 0
-    for d in dims:
-        if not low <= d <= MAX_DIM:
-            raise ValueError(f"dimension {d} is out of range [{low}, {MAX_DIM}]")
-    if not dynamic and math.prod(dims) > MAX_DIM:
-        raise ValueError(f"{math.prod(dims)} elements exceed {MAX_DIM}")
 
 
 class ValidationFigures(_Doc):

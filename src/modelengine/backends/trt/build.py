@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError, BuildOptions, Progress, UnsupportedModel
-from modelengine.store.manifest import TensorInfo
 
 # TensorRT DataType member names -> numpy dtype names (the manifest's vocabulary).
 DTYPE_NAMES: dict[str, str] = {

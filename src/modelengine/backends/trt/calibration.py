@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError
-from modelengine.store.manifest import TensorInfo
 
 
 class CalibrationData:

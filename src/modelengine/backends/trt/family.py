@@ -29,11 +29,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends import versions
 from modelengine.backends.base import Backend, BackendUnavailable, BuildRequest, BuildResult, Engine
 from modelengine.backends.cuda_exec import GpuStatus, gpu_status
 from modelengine.backends.trt.build import LogSink, build_plan, make_logger
-from modelengine.store.manifest import TensorInfo
 
 
 class BuildRecipe:

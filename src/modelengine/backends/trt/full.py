@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 from modelengine.api.models import BackendName, Precision
 from modelengine.api.targets import ResolvedTarget
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError, BackendUnavailable, BuildOptions, BuildRequest
 from modelengine.backends.cuda_exec import CudaError, current_compute_capability, gpu_status
 from modelengine.backends.trt import options as trt_options
 from modelengine.backends.trt.calibration import CalibrationData
 from modelengine.backends.trt.family import BuildRecipe, TrtFamilyBackend
-from modelengine.store.manifest import TensorInfo
 
 if TYPE_CHECKING:
     import tensorrt as trt_t

@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError, Engine
 from modelengine.backends.cuda_exec import CudaError, DeviceBuffer, Stream
 from modelengine.backends.trt.build import DTYPE_NAMES, LogSink
-from modelengine.store.manifest import TensorInfo
 
 
 class ContextLike(Protocol):
