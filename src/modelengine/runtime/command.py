@@ -47,7 +47,21 @@ def register(subparsers: Any) -> None:
     net.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     net.add_argument("--http-port", type=int, default=8000, help="KServe v2 HTTP port (default 8000)")
     net.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (default 8002)")
-    net.add_argument("--max-request-mib", type=float, default=64.0, help="request body limit in MiB")
+    net.add_argument(
+        "--max-request-mib",
+        type=float,
+        default=64.0,
+        help="request body limit in MiB; also bounds the bytes a request's declared shapes may need",
+    )
+    net.add_argument(
+        "--header-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a connection may take to send a request's headers (and stay idle) (default 15)",
+    )
+    net.add_argument(
+        "--body-timeout", type=float, default=60.0, help="seconds to receive a request body (default 60)"
+    )
     bat = p.add_argument_group("execution")
     bat.add_argument("--max-batch-size", type=int, default=64, help="largest merged batch (rows)")
     bat.add_argument("--max-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
@@ -86,6 +100,8 @@ def _config(args: argparse.Namespace) -> Any:
         inline_max_ms=args.inline_max_ms,
         poll_seconds=args.poll_seconds,
         max_request_mib=args.max_request_mib,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         cache_dir=args.cache_dir,
     )
 

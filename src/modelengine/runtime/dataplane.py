@@ -36,7 +36,7 @@ from modelengine.runtime.batching import Batcher, BatcherClosed
 from modelengine.runtime.errors import BadRequest, ModelNotFound, NotReady, ServeError, to_http
 from modelengine.runtime.loader import LoadedEngine
 from modelengine.runtime.metrics import RuntimeMetrics
-from modelengine.runtime.protocol import encode_response, parse_request, v2_datatype
+from modelengine.runtime.protocol import DEFAULT_MAX_TENSOR_BYTES, encode_response, parse_request, v2_datatype
 from modelengine.store.manifest import TensorInfo
 
 log = logging.getLogger(__name__)
@@ -158,9 +158,11 @@ class DataPlane:
         model_name: str,
         batching: BatchingConfig,
         metrics: RuntimeMetrics | None = None,
+        max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
     ) -> None:
         self.model_name = model_name
         self.batching = batching
+        self.max_tensor_bytes = max_tensor_bytes
         self.metrics = metrics or RuntimeMetrics()
         self._inflight_metric = self.metrics.inflight.labels(model_name)
         self._pool = ThreadPoolExecutor(max_workers=max(1, batching.instances), thread_name_prefix="infer")
@@ -316,7 +318,7 @@ class DataPlane:
             served.enter()
             self._inflight_metric.inc()
             try:
-                request = parse_request(body, header_length)
+                request = parse_request(body, header_length, max_tensor_bytes=self.max_tensor_bytes)
                 for want in request.outputs or []:
                     if want.name not in served.output_names:
                         raise BadRequest(

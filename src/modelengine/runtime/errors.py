@@ -9,6 +9,7 @@ internal error: logged with its traceback, answered with a 500 and its first lin
 from __future__ import annotations
 
 from modelengine.backends.base import InferenceInputError
+from modelengine.errors import first_line
 
 
 class ServeError(Exception):
@@ -35,21 +36,29 @@ class PayloadTooLarge(ServeError):
     status = 413
 
 
+class RequestTimeout(ServeError):
+    """The client did not send its body in time (408); the connection is closed."""
+
+    status = 408
+
+
+class ClientGone(ServeError):
+    """The client disconnected before its request was read (499, nginx's code): no one
+    reads the answer, and it is logged at debug only, so disconnects cannot flood logs."""
+
+    status = 499
+
+
 class NotReady(ServeError):
     """No engine is loaded (yet), or the server is shutting down (503)."""
 
     status = 503
 
 
-def one_line(text: str) -> str:
-    stripped = text.strip()
-    return stripped.splitlines()[0] if stripped else ""
-
-
 def to_http(err: BaseException) -> tuple[int, str]:
     """(status, one-line message) for an exception raised while serving a request."""
     if isinstance(err, ServeError):
-        return err.status, one_line(str(err)) or type(err).__name__
+        return err.status, first_line(err)
     if isinstance(err, InferenceInputError):
-        return 400, one_line(str(err)) or "invalid input"
-    return 500, f"internal error: {one_line(str(err)) or type(err).__name__}"
+        return 400, first_line(err) if str(err).strip() else "invalid input"
+    return 500, f"internal error: {first_line(err)}"

@@ -10,6 +10,11 @@ given length followed by raw tensor bytes, in the order of the inputs that carry
 it per output (`parameters.binary_data`) or for all (`parameters.binary_data_output`);
 the response then has the same layout and header. BYTES tensors are refused cleanly.
 
+Limits: a declared shape is checked before anything is allocated: at most `MAX_RANK`
+dimensions, each at most `MAX_DIM`, and the bytes all inputs' shapes need at most
+`max_tensor_bytes` (the server passes `--max-request-mib`). So `[0, 2**62]` or 10,000
+dimensions are a 400 naming the input, never numpy's "array is too big" as a 500.
+
 JSON goes through orjson where installed (the runtime extra has it): parsing and writing
 tensors as JSON is most of the cost of a JSON request, and orjson writes numpy arrays
 directly, about 20x faster than `json.dumps(arr.tolist())`.
@@ -25,9 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from modelengine.errors import first_line
 from modelengine.runtime.errors import BadRequest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_RANK = 16
+MAX_DIM = 2**31 - 1
+DEFAULT_MAX_TENSOR_BYTES = 64 * 2**20
 
 _TO_NUMPY = {
     "BOOL": np.dtype(np.bool_),
@@ -85,11 +94,28 @@ def _params(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+    if not isinstance(value, list):
+        raise BadRequest(f"{where}: 'shape' must be a list of integers")
+    if len(value) > MAX_RANK:
+        raise BadRequest(f"{where}: rank {len(value)} exceeds the limit of {MAX_RANK} dimensions")
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
         raise BadRequest(f"{where}: 'shape' must be a list of integers")
     if any(d < 0 for d in value):
         raise BadRequest(f"{where}: negative dimension in shape {value}")
+    if any(d > MAX_DIM for d in value):
+        raise BadRequest(f"{where}: dimension over {MAX_DIM} in shape {value}")
     return tuple(value)
+
+
+def _bytes_needed(shape: tuple[int, ...], dtype: np.dtype[Any], where: str, budget: int) -> int:
+    """Bytes the declared shape needs; refused when over what is left of the request budget."""
+    need = math.prod(shape) * dtype.itemsize
+    if need > budget:
+        raise BadRequest(
+            f"{where}: shape {list(shape)} of {v2_datatype(dtype)} needs {need} bytes, over the "
+            f"{budget} bytes left of the request limit (--max-request-mib)"
+        )
+    return need
 
 
 def _json_tensor(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where: str) -> np.ndarray:
@@ -97,7 +123,7 @@ def _json_tensor(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where:
     count = math.prod(shape)
     try:
         arr = np.array(data)
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise BadRequest(f"{where}: 'data' is not a regular list of numbers") from None
     if arr.size != count:
         raise BadRequest(f"{where}: {arr.size} values in 'data' but shape {list(shape)} holds {count}")
@@ -120,8 +146,13 @@ def _json_tensor(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], where:
     return arr.astype(dtype, copy=False).reshape(shape)
 
 
-def parse_request(body: bytes, header_length: str | None) -> InferRequest:
-    """Decode a v2 infer request body (JSON, or JSON header + binary tensors)."""
+def parse_request(
+    body: bytes, header_length: str | None, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+) -> InferRequest:
+    """Decode a v2 infer request body (JSON, or JSON header + binary tensors).
+
+    Raises only `BadRequest`; `max_tensor_bytes` bounds what all input shapes may need.
+    """
     if header_length is not None:
         try:
             hlen = int(header_length)
@@ -135,7 +166,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     try:
         doc = _loads(header)
     except (ValueError, RecursionError) as err:
-        raise BadRequest(f"malformed JSON request: {_one_line(err)}") from None
+        raise BadRequest(f"malformed JSON request: {first_line(err)}") from None
     if not isinstance(doc, dict):
         raise BadRequest("request must be a JSON object")
     params = _params(doc, "request")
@@ -144,6 +175,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise BadRequest("request needs a non-empty 'inputs' list")
     inputs: dict[str, np.ndarray] = {}
     offset = 0
+    budget = max_tensor_bytes
     for i, raw in enumerate(raw_inputs):
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise BadRequest(f"inputs[{i}]: must be an object with a 'name'")
@@ -153,6 +185,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
             raise BadRequest(f"{where}: given twice")
         dtype = numpy_dtype(str(raw.get("datatype", "")), where)
         shape = _shape(raw.get("shape"), where)
+        budget -= _bytes_needed(shape, dtype, where, budget)
         iparams = _params(raw, where)
         size = iparams.get("binary_data_size")
         if size is not None:
@@ -228,11 +261,6 @@ def encode_response(
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _dumps_std(doc: dict[str, Any]) -> bytes:

@@ -7,6 +7,12 @@ aiohttp's own (unknown route, wrong method, body too large), to a KServe-style
 `{"error": "..."}` body with a one-line reason, so nothing a client sends produces a
 traceback or a 500 for a client mistake.
 
+Slow and vanishing clients: a connection must deliver a request's headers within
+`header_timeout` (aiohttp's keep-alive timer also runs from the connection's start, so it
+bounds both the header read and idle keep-alive), and the body within `body_timeout`
+(408, connection closed after at most `LINGER_SECONDS`). A client that disconnects mid-body is logged at debug: anyone
+can do it, so it must not be able to fill the logs.
+
 Graceful shutdown (`RunningServer.stop`, SIGTERM in the CLI): readiness turns false, the
 listening sockets close, in-flight requests finish (aiohttp waits for running handlers),
 then the engine is freed.
@@ -23,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
+from modelengine.errors import first_line
+from modelengine.logs import redact
 from modelengine.runtime import accelerator as accel_mod
 from modelengine.runtime.accelerator import Accelerator
 from modelengine.runtime.dataplane import BatchingConfig, DataPlane
-from modelengine.runtime.errors import PayloadTooLarge, to_http
+from modelengine.runtime.errors import ClientGone, PayloadTooLarge, RequestTimeout, to_http
 from modelengine.runtime.loader import BackendFactory, default_backend_factory, installed_versions
 from modelengine.runtime.metrics import CONTENT_TYPE, RuntimeMetrics
 from modelengine.runtime.protocol import HEADER_LENGTH
@@ -38,6 +46,11 @@ from modelengine.store.open import open_store
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# After answering a request whose body was not read (408, 413), aiohttp drains what the
+# client still sends for this long before closing (its default, 10 s, would let a stalled
+# client hold the connection well past --body-timeout).
+LINGER_SECONDS = 1.0
 
 
 @dataclass
@@ -60,6 +73,8 @@ class ServerConfig:
     inline_max_ms: float = 1.0
     poll_seconds: float = 10.0
     max_request_mib: float = 64.0
+    header_timeout: float = 15.0  # seconds to receive a request's headers; also idle keep-alive
+    body_timeout: float = 60.0  # seconds to receive a request's body
     cache_dir: Path | None = None
     shutdown_timeout: float = 30.0
     accelerator: Accelerator | None = None  # None: detect with NVML
@@ -81,6 +96,8 @@ class ServerConfig:
             raise ValueError("--instances must be at least 1")
         if self.inline_max_ms < 0:
             raise ValueError("--inline-max-ms must not be negative")
+        if self.header_timeout <= 0 or self.body_timeout <= 0:
+            raise ValueError("--header-timeout and --body-timeout must be positive")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -97,19 +114,35 @@ def _error_middleware(max_bytes: int) -> Any:
         except web.HTTPException as err:
             if err.status < 400:
                 raise
-            return _error(err.status, f"{err.reason}: {request.method} {request.path}")
+            return _error(err.status, f"{err.reason}: {request.method} {request.path[:200]}")
         except asyncio.CancelledError:
             raise
         except Exception as err:
             status, message = to_http(err)
             if status >= 500 and status != 503:
                 log.error("error serving %s %s", request.method, request.path, exc_info=err)
-            return _error(status, message)
+            response = _error(status, redact(message))
+            if isinstance(err, (RequestTimeout, ClientGone)):
+                response.force_close()  # the rest of the body is not worth waiting for
+            return response
 
     return errors
 
 
-def build_app(plane: DataPlane, *, max_bytes: int) -> web.Application:
+async def read_body(request: web.Request, *, timeout: float) -> bytes:
+    """The whole body within `timeout` seconds: `RequestTimeout` if slower, `ClientGone` if
+    the client disconnects first."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"request body not received within {timeout:g}s") from None
+    except (ConnectionError, ClientPayloadError) as err:
+        log.debug("client disconnected mid-body on %s: %s", request.path, first_line(err))
+        raise ClientGone("client disconnected before sending the whole body") from None
+
+
+def build_app(plane: DataPlane, *, max_bytes: int, body_timeout: float = 60.0) -> web.Application:
     app = web.Application(middlewares=[_error_middleware(max_bytes)], client_max_size=max_bytes)
 
     async def server_metadata(_r: web.Request) -> web.Response:
@@ -137,7 +170,7 @@ def build_app(plane: DataPlane, *, max_bytes: int) -> web.Application:
             raise PayloadTooLarge(
                 f"request body of {r.content_length} bytes exceeds the limit of {max_bytes} bytes"
             )
-        body = await r.read()
+        body = await read_body(r, timeout=body_timeout)
         out, header_len = await plane.infer(
             r.match_info["name"], r.match_info.get("version"), body, r.headers.get(HEADER_LENGTH)
         )
@@ -244,8 +277,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
     )
     installed = dict(config.installed) if config.installed is not None else installed_versions()
     model_name = config.model_name or config.name or "model"
+    max_bytes = int(config.max_request_mib * 1024 * 1024)
     plane = DataPlane(
         model_name=model_name,
+        max_tensor_bytes=max_bytes,
         batching=BatchingConfig(
             enabled=config.batching,
             max_batch_size=config.max_batch_size,
@@ -275,9 +310,12 @@ async def start_server(config: ServerConfig) -> RunningServer:
             cache_dir=cache,
             backend_factory=config.backend_factory,
         )
-    max_bytes = int(config.max_request_mib * 1024 * 1024)
     runner = web.AppRunner(
-        build_app(plane, max_bytes=max_bytes), access_log=None, shutdown_timeout=config.shutdown_timeout
+        build_app(plane, max_bytes=max_bytes, body_timeout=config.body_timeout),
+        access_log=None,
+        shutdown_timeout=config.shutdown_timeout,
+        keepalive_timeout=config.header_timeout,
+        lingering_time=LINGER_SECONDS,
     )
     await runner.setup()
     await web.TCPSite(runner, config.host, config.http_port, reuse_address=True).start()
