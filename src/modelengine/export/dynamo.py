@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from modelengine.api.models import TensorSpec
+from modelengine.errors import first_line
 from modelengine.export.branches import Site
-from modelengine.export.errors import ExportError, first_line
+from modelengine.export.errors import ExportError
 from modelengine.export.scripting import script_modules_within, scripted_if_sites
 
 _CALL = re.compile(r'The following call raised this error:\s*\n\s*File "([^"]+)", line (\d+)')

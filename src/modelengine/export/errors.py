@@ -15,13 +15,15 @@ from typing import Any, Literal
 
 from modelengine.api.models import ModelFormat
 from modelengine.api.tensors import TensorInfo
+from modelengine.errors import BuildFailed
+from modelengine.errors import first_line as first_line  # older imports name it here
 
 Verdict = Literal["kept", "frozen-constant", "frozen-flips"]
 
 CONTROL_FLOW_FIXES = "script the branch, use torch.cond, or export with method mixed or dynamo"
 
 
-class ExportError(Exception):
+class ExportError(BuildFailed):
     """A model that cannot be read or exported; `str()` is one user-facing line."""
 
 
@@ -58,13 +60,3 @@ class ExportResult:
     warnings: list[str]
     method: str
     opset: int
-
-
-def first_line(err: BaseException | str) -> str:
-    """The first non-empty line of an error message, trimmed to a readable length."""
-    text = str(err)
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            return line if len(line) <= 300 else line[:297] + "..."
-    return type(err).__name__ if isinstance(err, BaseException) else "unknown error"

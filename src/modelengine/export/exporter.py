@@ -33,6 +33,7 @@ from typing import Any
 
 from modelengine.api.models import ExportMethod, ModelEngineSpec, ModelFormat
 from modelengine.api.tensors import TensorInfo
+from modelengine.errors import first_line
 from modelengine.export.branches import BranchRecorder, Site, TracerNotes, capture_tracer_warnings
 from modelengine.export.dynamo import check_program_dims, export_program, program_to_onnx, quiet_torch
 from modelengine.export.errors import (
@@ -41,7 +42,6 @@ from modelengine.export.errors import (
     ExportError,
     ExportResult,
     LoadedModel,
-    first_line,
 )
 from modelengine.export.inputs import example_inputs
 from modelengine.export.onnxio import (

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from modelengine.api.tensors import TensorInfo
-from modelengine.export.errors import BranchReport, ExportError, first_line
+from modelengine.errors import first_line
+from modelengine.export.errors import BranchReport, ExportError
 
 _TORCH_PARTS = ("site-packages", "dist-packages", "<eval_with_key>")
 

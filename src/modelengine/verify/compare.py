@@ -98,7 +98,7 @@ class OnnxRunner:
 def run_reference(module: Any, args: Sequence[Any]) -> list[np.ndarray]:
     import torch
 
-    from modelengine.export.exporter import flatten_outputs
+    from modelengine.export import flatten_outputs
 
     with torch.no_grad():
         return [to_numpy(t) for t in flatten_outputs(module(*args))]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelengine.api.models import DType, TensorSpec
-from modelengine.export.inputs import is_float, random_tensor, shapes_at, torch_dtype
+from modelengine.export import is_float, random_tensor, shapes_at, torch_dtype
 
 
 @dataclass

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from modelengine.export.errors import BranchReport
+from modelengine.errors import BuildFailed
+from modelengine.export import BranchReport
 
 
 @dataclass
@@ -25,7 +26,9 @@ class VerifyReport:
     shapes: list[list[list[int]]] = field(default_factory=list)  # input shapes the samples covered
 
 
-class VerificationError(Exception):
+class VerificationError(BuildFailed):
+    """The export diverges from the model (or cannot be run): valid input, failed check."""
+
     def __init__(self, message: str, *, details: list[str] | None = None, report: VerifyReport | None = None):
         super().__init__(message)
         self.details = details or []

@@ -21,9 +21,17 @@ from collections.abc import Callable
 from typing import Any
 
 from modelengine.api.models import ControlFlowPolicy, ModelEngineSpec
-from modelengine.export.branches import BranchRecorder, Site
-from modelengine.export.errors import CONTROL_FLOW_FIXES, BranchReport, ExportResult, LoadedModel, first_line
-from modelengine.export.inputs import random_tensor, shapes_at
+from modelengine.errors import first_line
+from modelengine.export import (
+    CONTROL_FLOW_FIXES,
+    BranchRecorder,
+    BranchReport,
+    ExportResult,
+    LoadedModel,
+    Site,
+    random_tensor,
+    shapes_at,
+)
 from modelengine.verify.compare import Comparison, OnnxRunner, compare, run_reference, to_numpy
 from modelengine.verify.probes import Probe, probes
 from modelengine.verify.report import VerificationError, VerifyReport
@@ -208,7 +216,7 @@ def _search(
     unlocated = [b for b in branches if b.verdict == "frozen-constant" and (b.file is None or b.line is None)]
     import torch
 
-    from modelengine.export.exporter import flatten_outputs
+    from modelengine.export import flatten_outputs
 
     recorder = BranchRecorder(list(frozen))
     if frozen:
