@@ -22,6 +22,7 @@ from modelengine.logs import configure_logging
 _COMMANDS: list[tuple[str, str]] = [
     ("build", "modelengine.builder.command"),
     ("builder", "modelengine.builder.job"),
+    ("push", "modelengine.builder.push"),
     ("inspect", "modelengine.builder.inspect"),
     ("demo", "modelengine.demo"),
     ("serve", "modelengine.runtime.command"),

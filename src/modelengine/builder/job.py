@@ -1,5 +1,9 @@
 """`modelengine builder`: the entry point of the builder Job — one target, one summary.
 
+`modelengine builder --resolve` is the entry point of the resolve Job (see
+`builder/resolve.py`): no target, no build key; it records the source's model digest and
+exports its ONNX once, and its summary names the digest and the ONNX key.
+
 Contract with the operator (see docs/operator.md):
   env MODELENGINE_RESOURCE      the ModelEngine as JSON (apiVersion, kind, metadata, spec)
   env MODELENGINE_TARGET        {"backend": ..., "computeCapability": ..., "product": ...}
@@ -40,6 +44,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--resource", type=Path, help="ModelEngine JSON/YAML file (default: $MODELENGINE_RESOURCE)"
+    )
+    p.add_argument(
+        "--resolve",
+        action="store_true",
+        help="resolve step: record the source's model digest and export its ONNX once (no target)",
     )
     p.add_argument("--target", help="target JSON (default: $MODELENGINE_TARGET)")
     p.add_argument("--build-key", help="expected build key (default: $MODELENGINE_BUILD_KEY)")
@@ -101,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     log_path = Path(
         args.termination_log or os.environ.get("MODELENGINE_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)
     )
+    if args.resolve:
+        return run_resolve(args, log_path)
     raw_target = args.target or os.environ.get("MODELENGINE_TARGET")
     expected_key = args.build_key or os.environ.get("MODELENGINE_BUILD_KEY")
     try:
@@ -136,6 +147,33 @@ def run(args: argparse.Namespace) -> int:
                 "Failed",
                 reason=f"{stage}: {err}" if stage == "store" else str(err),
             )
+    write_summary(log_path, outcome.summary())
+    print(json.dumps(outcome.summary()))
+    if outcome.phase != "Ready":
+        print(f"modelengine builder: error: {outcome.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_resolve(args: argparse.Namespace, log_path: Path) -> int:
+    from modelengine.builder.resolve import ResolveOutcome, resolve_source
+
+    try:
+        me = parse_modelengine(_resource(args), source="ModelEngine")
+        storage = me.spec.storage
+        store = open_store(storage.uri, endpoint_url=storage.endpoint_url, region=storage.region)
+    except (BuilderInputError, SpecError, StoreError) as err:
+        write_summary(log_path, ResolveOutcome("Failed", reason=str(err)).summary())
+        raise
+    reporter = StreamReporter(sys.stdout)
+    reporter.info(
+        f"resolving {me.spec.model.source} of {me.metadata.namespace}/{me.metadata.name} into {store.uri}"
+    )
+    try:
+        outcome = resolve_source(me, store=store, reporter=reporter)
+    except (PipelineError, StoreError) as err:
+        stage = getattr(err, "stage", "store")
+        outcome = ResolveOutcome("Failed", reason=f"{stage}: {err}" if stage == "store" else str(err))
     write_summary(log_path, outcome.summary())
     print(json.dumps(outcome.summary()))
     if outcome.phase != "Ready":

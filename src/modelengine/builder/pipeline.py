@@ -121,6 +121,7 @@ class Pipeline:
         self._model_digest: str | None = None
         self._use_records = source_records
         self._identity: tuple[SourceIdentity | None] | None = None
+        self._record: tuple[SourceRecord | None] | None = None
         self._fetched = False
         self._source_path: Path | None = None
         self._weights_path: Path | None = None
@@ -166,14 +167,16 @@ class Pipeline:
 
     def source_record(self) -> SourceRecord | None:
         """The store's record of this source, None on a miss (or a record that does not validate)."""
-        identity = self.source_identity()
-        if identity is None:
-            return None
-        try:
-            return read_source_record(self.store, identity)
-        except InvalidSourceRecord as err:
-            self.reporter.warn(f"{err}; ignoring it")
-            return None
+        if self._record is None:
+            identity = self.source_identity()
+            record = None
+            if identity is not None:
+                try:
+                    record = read_source_record(self.store, identity)
+                except InvalidSourceRecord as err:
+                    self.reporter.warn(f"{err}; ignoring it")
+            self._record = (record,)
+        return self._record[0]
 
     def model_digest(self) -> str:
         """From the source record when there is one, else fetch the model and hash it."""

@@ -20,14 +20,22 @@ from modelengine.store.open import fetch
 _SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 
 
+def content_files(folder: Path) -> list[Path]:
+    """The files of a source folder that make up the model (caches skipped), sorted."""
+    return [
+        child
+        for child in sorted(folder.rglob("*"))
+        if child.is_file()
+        and child.suffix != ".pyc"
+        and not (_SKIP_DIRS & set(child.relative_to(folder).parts))
+    ]
+
+
 def _hash_path(h: hashlib._Hash, path: Path) -> None:
     if path.is_dir():
-        for child in sorted(path.rglob("*")):
-            if child.is_file() and not (_SKIP_DIRS & set(child.relative_to(path).parts)):
-                if child.suffix == ".pyc":
-                    continue
-                h.update(child.relative_to(path).as_posix().encode() + b"\0")
-                _hash_file(h, child)
+        for child in content_files(path):
+            h.update(child.relative_to(path).as_posix().encode() + b"\0")
+            _hash_file(h, child)
     else:
         _hash_file(h, path)
 
