@@ -13,6 +13,7 @@ the operator calls it too.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from modelengine.api.models import (
     BackendName,
+    DType,
     ExportMethod,
     ModelEngine,
     ModelEngineSpec,
@@ -49,6 +51,66 @@ CLUSTER_SOURCE_MESSAGE = (
     "a cluster reads s3://bucket/key, s3://bucket/prefix/ or file:///abs/path with spec.build.image;"
     " upload a local model with `modelengine push -f FILE --store s3://BUCKET/PREFIX`"
 )
+
+
+# Limits on the work a spec can ask for, derived from one memory budget. Verification holds
+# `verify.samples` random inputs at once, each possibly at the profile's max shape, and runs
+# PyTorch and ONNX Runtime on them; engine validation and the runtime's warm-up do the same
+# at smaller counts. Activations usually take several times the input's size, so the
+# inputs verification holds are capped at a quarter of the budget. A spec over a limit is
+# refused at validation, naming the field, instead of being killed by the kernel mid-build.
+MEMORY_BUDGET_BYTES = 8 * 2**30
+VERIFY_INPUT_BYTES = MEMORY_BUDGET_BYTES // 4
+MAX_DIM = 2**31 - 1  # TensorRT's and ONNX Runtime's dimension type is int32 in places
+DTYPE_BYTES = {
+    DType.FLOAT32: 4,
+    DType.FLOAT16: 2,
+    DType.BFLOAT16: 2,
+    DType.INT64: 8,
+    DType.INT32: 4,
+    DType.INT8: 1,
+    DType.UINT8: 1,
+    DType.BOOL: 1,
+}
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def limit_problems(spec: ModelEngineSpec) -> list[str]:
+    """Shapes and sample counts whose verification would not fit the memory budget."""
+    problems: list[str] = []
+    per_sample = 0
+    for i, tensor in enumerate(spec.export.inputs):
+        where = f"spec.export.inputs[{i}]"
+        too_big = [
+            f"{where}.{label}: {dims} has a dimension over {MAX_DIM}"
+            for label in ("shape", "min", "opt", "max")
+            if (dims := getattr(tensor, label)) and any(d > MAX_DIM for d in dims)
+        ]
+        problems.extend(too_big)
+        _, _, largest = tensor.profile()
+        if too_big:
+            continue
+        if any(d < 1 for d in largest):
+            continue  # reported by semantic_problems
+        size = math.prod(largest) * DTYPE_BYTES[tensor.dtype]
+        if size > VERIFY_INPUT_BYTES:
+            field = "max" if tensor.is_dynamic else "shape"
+            problems.append(
+                f"{where}.{field}: {largest} needs {_gib(size)} of {tensor.dtype.value} per sample, over the "
+                f"{_gib(VERIFY_INPUT_BYTES)} verification may hold (memory budget {_gib(MEMORY_BUDGET_BYTES)})"
+            )
+        per_sample += size
+    samples = spec.export.verify.samples
+    if not problems and per_sample * samples > VERIFY_INPUT_BYTES:
+        problems.append(
+            f"spec.export.verify.samples: {samples} samples of the inputs at their max shapes need "
+            f"{_gib(per_sample * samples)}, over the {_gib(VERIFY_INPUT_BYTES)} verification may hold "
+            f"(at most {max(1, VERIFY_INPUT_BYTES // per_sample)} samples, or lower the max shapes)"
+        )
+    return problems
 
 
 class SpecError(ValueError):
@@ -147,6 +209,8 @@ def semantic_problems(spec: ModelEngineSpec) -> list[str]:
     names = [t.name for t in spec.export.inputs]
     if len(set(names)) != len(names):
         problems.append("spec.export.inputs: input names must be unique")
+    if not any(p.startswith("spec.export.inputs") for p in problems):
+        problems.extend(limit_problems(spec))
 
     precision = spec.build.precision
     for i, target in enumerate(spec.targets):
