@@ -6,7 +6,8 @@ import pytest
 
 from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError
-from modelengine.backends.trt.build import LogSink, NetTensor, first_line, plan_profile
+from modelengine.backends.trt.build import LogSink, NetTensor, plan_profile
+from modelengine.errors import first_line
 
 NET = [NetTensor("x", "float32", (-1, 3, 16, 16)), NetTensor("mask", "bool", (4,))]
 X = TensorInfo(

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from modelengine.api.crd import crd_yaml
+from modelengine.errors import InputError
 
 
-class CrdWriteError(Exception):
+class CrdWriteError(InputError):
     """The output file cannot be written; one line naming the path."""
-
-    exit_code = 2
 
 
 def register(subparsers: Any) -> None:

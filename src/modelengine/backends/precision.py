@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from modelengine.backends.base import UnsupportedModel
+from modelengine.errors import first_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,8 +95,9 @@ def convert_to_fp16(src: Path, dst: Path, *, report: ConversionReport | None = N
     try:
         onnx.checker.check_model(str(dst))
     except onnx.checker.ValidationError as err:
-        first = str(err).strip().splitlines()[0]
-        raise UnsupportedModel(f"fp16 conversion of {src.name} produced an invalid model: {first}") from None
+        raise UnsupportedModel(
+            f"fp16 conversion of {src.name} produced an invalid model: {first_line(err)}"
+        ) from None
     return dst
 
 

@@ -18,14 +18,15 @@ from modelengine.api.targets import GpuKind, ResolvedTarget, resolve_targets
 from modelengine.api.validation import SpecError, load_modelengine, semantic_problems
 from modelengine.builder.pipeline import Pipeline, PipelineError, TargetOutcome
 from modelengine.builder.progress import Reporter, StreamReporter
+from modelengine.errors import InputError
 from modelengine.store.base import ObjectStore, StoreError
 from modelengine.store.open import open_store
 from modelengine.store.publish import write_release
 from modelengine.store.release import make_release
 
 
-class BuildInputError(ValueError):
-    exit_code = 2
+class BuildInputError(InputError):
+    """A spec, flag or store the local build cannot start from; one line."""
 
 
 def register(subparsers: Any) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from modelengine.errors import InputError
 from modelengine.store.base import StoreError
 from modelengine.store.manifest import EngineManifest, ReleaseRecord
 from modelengine.store.open import split_object_uri
@@ -23,8 +24,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-class InspectError(ValueError):
-    exit_code = 2
+class InspectError(InputError):
+    """The URI names nothing readable, or no JSON document."""
 
 
 def run(args: argparse.Namespace) -> int:

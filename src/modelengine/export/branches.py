@@ -34,6 +34,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from modelengine.errors import first_line
+
 BOOL_WARNING = "Converting a tensor to a Python boolean"
 
 
@@ -105,7 +107,7 @@ def capture_tracer_warnings(*, watch_branches: bool = False) -> Iterator[TracerN
             if site not in notes.bool_sites:
                 notes.bool_sites.append(site)
         else:
-            text = f"{site.location} `{site.code}`: {str(w.message).splitlines()[0]}"
+            text = f"{site.location} `{site.code}`: {first_line(str(w.message))}"
             if text not in notes.other:
                 notes.other.append(text)
 

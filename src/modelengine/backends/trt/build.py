@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError, BuildOptions, Progress, UnsupportedModel
+from modelengine.errors import first_line
 
 # TensorRT DataType member names -> numpy dtype names (the manifest's vocabulary).
 DTYPE_NAMES: dict[str, str] = {
@@ -75,11 +76,6 @@ def make_logger(trt: Any, sink: LogSink) -> Any:
             sink.add(int(severity), msg)
 
     return _Logger()
-
-
-def first_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 # --- the slice of the TensorRT API used here (both libraries satisfy it) ---------------
