@@ -3,8 +3,7 @@
 helm comes from `MODELENGINE_HELM`, `.tools/helm` (put there by scripts/get-helm.sh) or
 PATH; without one the rendering tests skip and say how to get it. Rendered manifests are
 checked with kubernetes-validate's strict schemas (unknown fields are errors); the kinds
-it has no schema for (kopf peering objects, the ServiceMonitor) are checked against their
-CRD or field by field. The RBAC tests pin the exact rules (tables below), and
+it has no schema for (the ServiceMonitor) are checked field by field. The RBAC tests pin the exact rules (tables below), and
 docs/operator-install.md must list the same resources and verbs.
 """
 
@@ -18,7 +17,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -76,22 +74,9 @@ def container(docs: list[Doc]) -> Doc:
     return dict(c)
 
 
-def peering_crds() -> list[Doc]:
-    return list(yaml.safe_load_all((CHART / "crds" / "kopf.dev_peerings.yaml").read_text()))
-
-
 def validate_offline(doc: Doc) -> None:
     """kubernetes-validate for built-in kinds; our CRDs' schemas for custom ones."""
     kind = doc["kind"]
-    if kind in ("ClusterKopfPeering", "KopfPeering"):
-        (crd,) = [c for c in peering_crds() if c["spec"]["names"]["kind"] == kind]
-        assert doc["apiVersion"] == f"{crd['spec']['group']}/v1"
-        assert ("namespace" in doc["metadata"]) == (crd["spec"]["scope"] == "Namespaced")
-        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-        jsonschema.validate(
-            {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}, schema
-        )
-        return
     if kind == "ServiceMonitor":
         assert doc["apiVersion"] == "monitoring.coreos.com/v1"
         assert set(doc["spec"]) == {"selector", "namespaceSelector", "endpoints"}
@@ -134,14 +119,13 @@ WORKLOAD_RULES = {
     ("batch", "jobs"): "create get list watch delete patch",
     ("", "pods"): READ,
     ("", "pods/log"): READ,
-    ("", "secrets"): "get",
     ("", "events"): "create patch",
     ("apps", "deployments"): MANAGE,
     ("", "services"): MANAGE,
     ("autoscaling", "horizontalpodautoscalers"): MANAGE,
 }
 LEASE_RULES = {("coordination.k8s.io", "leases"): "get create update patch"}
-PEERING = "get list watch patch"
+SECRET_RULES = {("", "secrets"): "get"}
 
 
 # --- files (no helm needed) ------------------------------------------------------------
@@ -155,13 +139,11 @@ def test_chart_crd_is_the_generated_crd() -> None:
     assert chart_copy.read_text() == (ROOT / "crds" / "modelengine.io_modelengines.yaml").read_text()
 
 
-def test_peering_crds_validate() -> None:
-    crds = peering_crds()
-    assert {c["spec"]["names"]["kind"] for c in crds} == {"ClusterKopfPeering", "KopfPeering"}
-    for crd in crds:
-        assert crd["spec"]["group"] == "kopf.dev"
-        for version in KUBE_VERSIONS:
-            kubernetes_validate.validate(crd, version, strict=True)
+def test_one_ha_mechanism_no_kopf_peering_anywhere() -> None:
+    """The Lease is the only HA mechanism: no peering CRDs, objects, RBAC or flags in the chart."""
+    for path in CHART.rglob("*"):
+        if path.is_file():
+            assert "peering" not in path.read_text().lower(), f"{path.relative_to(ROOT)} mentions peering"
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -189,7 +171,6 @@ def test_default_render_is_valid_kubernetes(tmp_path: Path) -> None:
             "Deployment",
             "Service",
             "PodDisruptionBudget",
-            "ClusterKopfPeering",
         ]
     )
     for doc in docs:
@@ -208,9 +189,12 @@ def test_a_broken_manifest_is_caught(tmp_path: Path) -> None:
 def test_rbac_is_exactly_what_the_operator_needs(tmp_path: Path) -> None:
     docs = render(tmp_path)
     cluster = only(docs, "ClusterRole", "me-modelengine-cluster")
-    assert rule_set(cluster) == expand(CLUSTER_RULES) | expand({("kopf.dev", "clusterkopfpeerings"): PEERING})
+    assert rule_set(cluster) == expand(CLUSTER_RULES)
     workloads = only(docs, "ClusterRole", "me-modelengine-workloads")
     assert rule_set(workloads) == expand(WORKLOAD_RULES)
+    assert not [
+        d for d in docs if d["metadata"]["name"] == "me-modelengine-secrets"
+    ]  # told nothing: no Secrets
     lease = only(docs, "Role")
     assert lease["metadata"]["namespace"] == NAMESPACE
     assert rule_set(lease) == expand(LEASE_RULES)
@@ -244,19 +228,54 @@ def test_watch_namespaces_scope_the_permissions(tmp_path: Path) -> None:
         ("RoleBinding", "ml"),
         ("RoleBinding", "vision"),
     }
-    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
-    assert {p["metadata"]["namespace"] for p in peerings} == {"ml", "vision"}
-    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
     workloads = only(docs, "ClusterRole", "me-modelengine-workloads")
-    assert rule_set(workloads) == expand(WORKLOAD_RULES) | expand({("kopf.dev", "kopfpeerings"): PEERING})
+    assert rule_set(workloads) == expand(WORKLOAD_RULES)
     assert rule_set(only(docs, "ClusterRole", "me-modelengine-cluster")) == expand(CLUSTER_RULES)
+    # Secrets: readable in the watched namespaces only, through one RoleBinding each.
+    assert rule_set(only(docs, "ClusterRole", "me-modelengine-secrets")) == expand(SECRET_RULES)
+    assert secret_bindings(docs) == {("RoleBinding", "ml"), ("RoleBinding", "vision")}
+
+
+def secret_bindings(docs: list[Doc]) -> set[tuple[str, str | None]]:
+    return {
+        (d["kind"], d["metadata"].get("namespace"))
+        for d in docs
+        if d["kind"].endswith("Binding") and d["roleRef"]["name"] == "me-modelengine-secrets"
+    }
 
 
 @needs_helm
-def test_secret_names_narrow_secret_reads(tmp_path: Path) -> None:
-    docs = render(tmp_path, {"rbac": {"secretNames": ["engine-store", "minio"]}})
-    workloads = only(docs, "ClusterRole", "me-modelengine-workloads")
-    assert rule_set(workloads) == expand(WORKLOAD_RULES, ("engine-store", "minio"))
+@pytest.mark.parametrize(
+    ("rbac", "names", "bindings"),
+    [
+        ({}, None, set()),
+        (
+            {"secretNames": ["engine-store", "minio"]},
+            ("engine-store", "minio"),
+            {("ClusterRoleBinding", None)},
+        ),
+        ({"secretNamespaces": ["ml"]}, (), {("RoleBinding", "ml")}),
+        ({"secretNamespaces": ["ml"], "secretNames": ["minio"]}, ("minio",), {("RoleBinding", "ml")}),
+        ({"allSecrets": True}, (), {("ClusterRoleBinding", None)}),
+    ],
+)
+def test_secrets_are_readable_only_where_the_chart_is_told(
+    tmp_path: Path, rbac: Doc, names: tuple[str, ...] | None, bindings: set[tuple[str, str | None]]
+) -> None:
+    docs = render(tmp_path, {"rbac": rbac})
+    for doc in docs:
+        validate_offline(doc)
+    granted = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "me-modelengine-secrets"
+    ]
+    if names is None:
+        assert not granted and not secret_bindings(docs)
+    else:
+        assert rule_set(granted[0]) == expand(SECRET_RULES, names)
+    assert secret_bindings(docs) == bindings
+    for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role")):
+        if role["metadata"]["name"] != "me-modelengine-secrets":
+            assert not [r for r in rule_set(role) if r[1] == "secrets"], role["metadata"]["name"]
 
 
 @needs_helm
@@ -273,7 +292,11 @@ def test_values_map_onto_operator_flags(tmp_path: Path) -> None:
             "backendVersions": {"tensorrt-rtx": "1.7.1.116", "onnxruntime": "1.22.0"},
             "metricsPort": 9090,
             "livenessPort": 9091,
-            "peering": {"name": "me-prod"},
+            "builder": {"cpu": "4", "memory": "16Gi"},
+            "jobDeadlineSeconds": 7200,
+            "jobBackoffLimit": 3,
+            "jobTtlSecondsAfterFinished": 600,
+            "runtime": {"cpu": "500m", "memory": "3Gi"},
             "verbosity": 2,
             "logFormat": "text",
         },
@@ -293,12 +316,19 @@ def test_values_map_onto_operator_flags(tmp_path: Path) -> None:
         "--max-builds-per-kind=2",
         "--backend-version=onnxruntime=1.22.0",
         "--backend-version=tensorrt-rtx=1.7.1.116",
+        "--builder-cpu=4",
+        "--builder-memory=16Gi",
+        "--job-deadline-seconds=7200",
+        "--job-backoff-limit=3",
+        "--job-ttl-seconds=600",
+        "--runtime-cpu=500m",
+        "--runtime-memory=3Gi",
         "--metrics-port=9090",
         "--liveness-port=9091",
-        "--peering=me-prod",
+        "--leader-election",
+        "--lease-name=me-modelengine",
     ]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "liveness": 9091}
-    assert only(docs, "ClusterKopfPeering")["metadata"]["name"] == "me-prod"
 
 
 @needs_helm
@@ -310,11 +340,29 @@ def test_default_args_parse_with_the_real_cli(tmp_path: Path) -> None:
         importlib.import_module("modelengine.operator.command")
     except ImportError as err:
         pytest.skip(f"`modelengine operator` is not importable here: {err}")
+    from modelengine.operator.command import config_from_args
+    from modelengine.operator.config import BUILDER_IMAGE_BACKEND_VERSIONS
+
     for values in ({}, {"operator": {"watchNamespaces": ["ml"], "verbosity": 1}}):
         args = container(render(tmp_path, values))["args"]
         parsed = build_parser().parse_args(args)
         assert parsed.command == "operator"
         assert parsed.log_format == "json"
+        assert parsed.leader_election is True
+        config = config_from_args(parsed)
+        # A default install knows the builder image's exact versions: CPU and TRT-RTX targets build.
+        assert dict(config.backend_versions) == dict(BUILDER_IMAGE_BACKEND_VERSIONS)
+        assert (config.builder_cpu, config.builder_memory, config.runtime_cpu, config.runtime_memory) == (
+            "2",
+            "8Gi",
+            "1",
+            "2Gi",
+        )
+        assert (config.job_deadline_seconds, config.job_backoff_limit, config.job_ttl_seconds) == (
+            3600,
+            1,
+            86400,
+        )
 
 
 @needs_helm
@@ -376,22 +424,17 @@ def test_service_monitor_without_service_is_refused(tmp_path: Path) -> None:
 
 
 @needs_helm
-def test_single_replica_standalone(tmp_path: Path) -> None:
-    docs = render(tmp_path, {"replicaCount": 1, "operator": {"peering": {"enabled": False}}})
-    assert not [d for d in docs if d["kind"] in ("PodDisruptionBudget", "ClusterKopfPeering", "KopfPeering")]
-    assert not [a for a in container(docs)["args"] if a.startswith("--peering")]
-    assert rule_set(only(docs, "ClusterRole", "me-modelengine-cluster")) == expand(CLUSTER_RULES)
+def test_single_replica_has_no_disruption_budget(tmp_path: Path) -> None:
+    docs = render(tmp_path, {"replicaCount": 1})
+    assert not [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert "--leader-election" in container(docs)["args"]
 
 
 @needs_helm
 def test_include_crds_installs_the_generated_crd(tmp_path: Path) -> None:
     docs = render(tmp_path, None, "--include-crds")
     crds = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
-    assert set(crds) == {
-        "modelengines.modelengine.io",
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    }
+    assert set(crds) == {"modelengines.modelengine.io"}
     assert crds["modelengines.modelengine.io"] == generate_crd()
     for crd in crds.values():
         validate_offline(crd)
@@ -417,7 +460,7 @@ def test_install_doc_lists_exactly_the_rendered_rbac(tmp_path: Path) -> None:
             for verb in cells[1].split(", "):
                 documented.add((resource.split(".")[0], verb))
     rendered = set()
-    for values in ({}, {"operator": {"watchNamespaces": ["ml"]}}):
+    for values in ({}, {"operator": {"watchNamespaces": ["ml"]}}, {"rbac": {"allSecrets": True}}):
         for role in render(tmp_path, values):
             if role["kind"] == "ClusterRole":
                 rendered |= {(resource, verb) for _, resource, verb, _ in rule_set(role)}

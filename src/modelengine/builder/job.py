@@ -10,6 +10,8 @@ Contract with the operator (see docs/operator.md):
   env MODELENGINE_BUILD_KEY     the key the operator computed; a different key here means
                                 the builder image differs from what the operator was told
                                 (usually the backend version), and the build is refused
+  env MODELENGINE_BACKEND_VERSION  the backend version the operator planned the key with; a
+                                builder whose installed version differs refuses, naming both
   env MODELENGINE_TERMINATION_LOG  where the JSON summary goes (/dev/termination-log)
   store credentials             boto3's usual env vars, from the referenced Secret
 Exit 0: published or already cached; 1: the build failed (reason in the summary);
@@ -52,6 +54,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--target", help="target JSON (default: $MODELENGINE_TARGET)")
     p.add_argument("--build-key", help="expected build key (default: $MODELENGINE_BUILD_KEY)")
+    p.add_argument(
+        "--backend-version", help="expected backend version (default: $MODELENGINE_BACKEND_VERSION)"
+    )
     p.add_argument(
         "--termination-log", type=Path, help="summary path (default: $MODELENGINE_TERMINATION_LOG)"
     )
@@ -114,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         return run_resolve(args, log_path)
     raw_target = args.target or os.environ.get("MODELENGINE_TARGET")
     expected_key = args.build_key or os.environ.get("MODELENGINE_BUILD_KEY")
+    expected_version = args.backend_version or os.environ.get("MODELENGINE_BACKEND_VERSION")
     try:
         if not raw_target:
             raise BuilderInputError("no target given (--target or MODELENGINE_TARGET)")
@@ -130,6 +136,15 @@ def run(args: argparse.Namespace) -> int:
     with Pipeline(me, store=store, reporter=reporter) as pipeline:
         try:
             ((_, key, version),) = pipeline.plan([target])
+            if expected_version and version != expected_version:
+                backend = target.backend.value
+                raise PipelineError(
+                    "plan",
+                    f"backend version mismatch: this builder image has {backend} {version} but the operator "
+                    f"planned the build for {backend} {expected_version}; set the operator's --backend-version "
+                    f"{backend}={version} (chart: operator.backendVersions) or use a builder image with "
+                    f"{backend} {expected_version}",
+                )
             if expected_key and key != expected_key:
                 raise PipelineError(
                     "plan",

@@ -2,6 +2,10 @@
 
 Flags map onto `OperatorConfig`; kopf is imported only when the command runs, so
 `modelengine --help` stays light. Bad flags end as one line and exit 2.
+
+High availability has one mechanism: a coordination.k8s.io Lease (`operator/leader.py`),
+on whenever the pod knows its namespace ($POD_NAMESPACE, as the chart sets it). kopf itself
+runs standalone (no peering objects, no peering RBAC).
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ import argparse
 import asyncio
 import logging
 import os
-import random
+import re
 import socket
 from typing import Any
 
 from modelengine.operator.config import (
+    BUILDER_IMAGE_BACKEND_VERSIONS,
     DEFAULT_BUILDER_IMAGE,
     DEFAULT_RUNTIME_IMAGE,
     ConfigError,
@@ -56,21 +61,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lease-name", default="modelengine-operator", help="name of the leader-election Lease")
     p.add_argument("--lease-namespace", help="namespace of the Lease (default: $POD_NAMESPACE)")
     p.add_argument(
-        "--peering", metavar="NAME", help="kopf peering object for HA replicas, when leader election is off"
-    )
-    p.add_argument("--priority", type=int, help="peering priority (default: random, so one replica leads)")
-    p.add_argument(
         "--backend-version",
         action="append",
         default=[],
         metavar="NAME=VERSION",
-        help="backend version of the builder image (part of build keys); default: $MODELENGINE_BACKEND_VERSIONS, "
-        "then the installed version",
+        help="backend version of the builder image (part of build keys); default: the published builder "
+        f"image's pins ({', '.join(f'{k}={v}' for k, v in BUILDER_IMAGE_BACKEND_VERSIONS.items())}), "
+        "then $MODELENGINE_BACKEND_VERSIONS",
     )
     p.add_argument(
         "--job-deadline-seconds", type=int, default=3600, help="activeDeadlineSeconds of builder Jobs"
     )
     p.add_argument("--job-backoff-limit", type=int, default=1, help="backoffLimit of builder Jobs")
+    p.add_argument(
+        "--job-ttl-seconds", type=int, default=86400, help="ttlSecondsAfterFinished of builder Jobs"
+    )
+    p.add_argument("--builder-cpu", default="2", help="CPU request and limit of builder pods")
+    p.add_argument("--builder-memory", default="8Gi", help="memory request and limit of builder pods")
+    p.add_argument("--runtime-cpu", default="1", help="CPU request of serving pods (spec.serving)")
+    p.add_argument("--runtime-memory", default="2Gi", help="memory request and limit of serving pods")
     p.add_argument(
         "--status-interval", type=float, default=5.0, help="seconds between progress-only status writes"
     )
@@ -80,6 +89,13 @@ def register(subparsers: Any) -> None:
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     if args.job_deadline_seconds < 60:
         raise ConfigError("--job-deadline-seconds must be >= 60")
+    if args.job_backoff_limit < 0 or args.job_ttl_seconds < 0:
+        raise ConfigError("--job-backoff-limit and --job-ttl-seconds must be >= 0")
+    for flag in ("builder_cpu", "builder_memory", "runtime_cpu", "runtime_memory"):
+        if not QUANTITY.fullmatch(getattr(args, flag)):
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} {getattr(args, flag)!r}: not a Kubernetes quantity (e.g. 2, 500m, 8Gi)"
+            )
     for flag in ("metrics_port", "liveness_port"):
         if not 0 <= getattr(args, flag) <= 65535:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a port number (0-65535)")
@@ -88,15 +104,26 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         runtime_image=args.runtime_image,
         max_builds=args.max_builds,
         max_builds_per_kind=args.max_builds_per_kind,
-        backend_versions=parse_backend_versions(_env_versions() + args.backend_version),
+        backend_versions={
+            **BUILDER_IMAGE_BACKEND_VERSIONS,
+            **parse_backend_versions(_env_versions() + args.backend_version),
+        },
         job_deadline_seconds=args.job_deadline_seconds,
         job_backoff_limit=args.job_backoff_limit,
+        job_ttl_seconds=args.job_ttl_seconds,
+        builder_cpu=args.builder_cpu,
+        builder_memory=args.builder_memory,
+        runtime_cpu=args.runtime_cpu,
+        runtime_memory=args.runtime_memory,
         status_interval_seconds=args.status_interval,
     )
 
 
+QUANTITY = re.compile(r"([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+
+
 def _env_versions() -> list[str]:
-    """Defaults baked into the operator image: MODELENGINE_BACKEND_VERSIONS=a=1,b=2."""
+    """Overrides from the environment: MODELENGINE_BACKEND_VERSIONS=a=1,b=2."""
     raw = os.environ.get("MODELENGINE_BACKEND_VERSIONS", "")
     return [p.strip() for p in raw.split(",") if p.strip()]
 
@@ -115,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
     elector = None
     lease_namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE")
     use_lease = args.leader_election if args.leader_election is not None else bool(lease_namespace)
-    peering = args.peering
     if use_lease:
         from modelengine.operator.leader import LeaseElector
 
@@ -123,16 +149,12 @@ def run(args: argparse.Namespace) -> int:
         elector = LeaseElector(
             api=api, namespace=lease_namespace or "default", name=args.lease_name, identity=identity
         )
-        if peering:
-            log.warning("--peering %s ignored: leader election through a Lease is on", peering)
-            peering = None
     controller = Controller(
         config=config, api=api, stores=StoreProvider(read_secret=api.read_secret), elector=elector
     )
     if args.metrics_port:
         controller.metrics.serve(args.metrics_port)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
-    priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
     print(
         f"modelengine operator: watching {', '.join(args.namespace) or 'all namespaces'}; "
         f"builder image {config.builder_image}; metrics :{args.metrics_port or '-'}",
@@ -144,8 +166,6 @@ def run(args: argparse.Namespace) -> int:
                 controller,
                 login=connection_info(api),
                 namespaces=args.namespace,
-                peering=peering,
-                priority=priority,
                 liveness_endpoint=liveness,
             )
         )

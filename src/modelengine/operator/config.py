@@ -1,9 +1,12 @@
 """Operator configuration: what `modelengine operator` flags set, in one frozen object.
 
 Backend versions matter because they are part of every build key: the operator has no
-TensorRT in its image, so it is told which versions the builder image carries
-(`--backend-version tensorrt-rtx=1.7.0.6`), and defaults to what is installed beside it.
-A wrong version here is caught by the builder, which recomputes the key and refuses.
+TensorRT in its image, so it must know which versions the builder image carries. The
+published builder image pins them (builder-image/Dockerfile, pyproject's builder extra) and
+`BUILDER_IMAGE_BACKEND_VERSIONS` repeats those pins, so `modelengine operator` knows them
+with no configuration (a test keeps the three equal); `--backend-version` overrides them
+for a custom builder image. A wrong version is caught by the builder, which refuses with
+both versions named.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from modelengine.api.versions import installed_version
 
 DEFAULT_BUILDER_IMAGE = "ghcr.io/modelengine/builder:latest"
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/modelengine/runtime:latest"
+
+# The exact backend versions installed in the published builder image (its pins).
+BUILDER_IMAGE_BACKEND_VERSIONS: Mapping[str, str] = {
+    "tensorrt-rtx": "1.7.1.116",
+    "onnxruntime": "1.32.0",
+}
 
 
 class ConfigError(ValueError):
@@ -35,6 +44,8 @@ class OperatorConfig:
     job_ttl_seconds: int = 86400
     builder_cpu: str = "2"
     builder_memory: str = "8Gi"
+    runtime_cpu: str = "1"
+    runtime_memory: str = "2Gi"
     identity: str = "modelengine-operator"
     workers: int = 8
     status_interval_seconds: float = 5.0  # at most one progress-only status write per interval
