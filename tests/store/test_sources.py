@@ -193,3 +193,36 @@ def test_client_factory_reads_the_secret_keys(
     )
     assert spec_wins.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
     assert s3_client(region="us-west-2", credentials=secret).meta.region_name == "us-west-2"
+
+
+class RecordingClient:
+    """A real boto3 client that notes which S3 calls pass through it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[str] = []
+
+    def head_object(self, *, Bucket: str, Key: str) -> Any:
+        self.calls.append("head_object")
+        return self._client.head_object(Bucket=Bucket, Key=Key)
+
+    def list_objects_v2(self, *, Bucket: str, Prefix: str, StartAfter: str = "") -> Any:
+        self.calls.append("list_objects_v2")
+        kwargs = {"StartAfter": StartAfter} if StartAfter else {}
+        return self._client.list_objects_v2(Bucket=Bucket, Prefix=Prefix, **kwargs)
+
+
+def test_identity_costs_one_metadata_call_per_uri_whatever_the_size(
+    client: Any, s3_env: dict[str, Any]
+) -> None:
+    bucket = s3_env["bucket"]
+    put(client, bucket, "f/m.py", b"code")
+    put(client, bucket, "f/w.safetensors", b"\0" * (8 << 20))
+    put(client, bucket, "big.safetensors", b"\0" * (8 << 20))
+    recording = RecordingClient(client)
+    identity = source_identity(
+        spec(f"s3://{bucket}/f/", weights=f"s3://{bucket}/big.safetensors"), client=recording
+    )
+    assert identity is not None and identity.source.size == 4 + (8 << 20)
+    assert identity.weights is not None and identity.weights.size == 8 << 20
+    assert recording.calls == ["list_objects_v2", "head_object"]
