@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from modelengine.builder.push import PushError, push_document
 from modelengine.store.base import ObjectStore
@@ -46,6 +47,8 @@ def model_dir(tmp_path: Path) -> Path:
     (folder / "m.py").write_text("def make(): ...\n")
     (folder / "w.safetensors").write_bytes(b"weights")
     (folder / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"cache")
+    (folder / "modelengine.yaml").write_text(yaml.safe_dump(document(".")))  # beside the code, not model
+    (folder / "config.yaml").write_text("layers: 3\n")  # a config the code may read: part of the model
     return folder
 
 
@@ -60,7 +63,8 @@ def test_folder_weights_inside_it_and_calibration(
     model = doc["spec"]["model"]
     assert model["source"].startswith(store.uri + "/sources/") and model["source"].endswith("/")
     folder_key = model["source"][len(store.uri) + 1 :]
-    assert sorted(store.list(folder_key)) == [folder_key + "m.py", folder_key + "w.safetensors"]  # no cache
+    uploaded = sorted(k[len(folder_key) :] for k in store.list(folder_key))
+    assert uploaded == ["config.yaml", "m.py", "w.safetensors"]  # no cache, no ModelEngine YAML
     assert (
         model["weights"] == model["source"] + "w.safetensors"
     )  # inside the pushed folder, not uploaded twice
@@ -100,3 +104,17 @@ def test_missing_and_unreadable_sources_are_refused(store: ObjectStore, tmp_path
             push_document(document("nope.pt"), base=tmp_path, store=store, log=fh)
         with pytest.raises(PushError, match=r"^spec.model.source: a cluster reads s3://"):
             push_document(document("https://example.com/m.pt"), base=tmp_path, store=store, log=fh)
+
+
+def test_editing_the_modelengine_yaml_beside_the_code_keeps_the_model_digest(model_dir: Path) -> None:
+    from modelengine.api.models import ModelFormat, ModelSource
+    from modelengine.store.digest import digest_local
+
+    model = ModelSource(source=".", format=ModelFormat.PYTHON, entrypoint="m:make")
+    before = digest_local(model, model_dir)
+    doc = document(".")
+    doc["spec"]["targets"] = [{"computeCapability": "8.9"}]
+    (model_dir / "modelengine.yaml").write_text(yaml.safe_dump(doc))
+    assert digest_local(model, model_dir) == before
+    (model_dir / "config.yaml").write_text("layers: 4\n")
+    assert digest_local(model, model_dir) != before

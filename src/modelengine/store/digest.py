@@ -2,8 +2,8 @@
 
 Computed by the operator (to find cached engines without starting a Job) and by the
 builder (to name what it built), so both must read the same bytes the same way: the
-source file (or every file of a source directory, by relative path, skipping caches),
-the weights file, and the format/entrypoint that say how those bytes are read.
+source file (or every file of a source directory, by relative path, skipping caches and
+the ModelEngine YAMLs kept beside the code), the weights file, and the format/entrypoint that say how those bytes are read.
 """
 
 from __future__ import annotations
@@ -13,22 +13,38 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from modelengine.api.models import ModelSource
+import yaml
+
+from modelengine.api.models import KIND, ModelSource
 from modelengine.store.base import NotFound
 from modelengine.store.open import fetch
 
 _SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
+_MAX_SPEC_BYTES = 1 << 20
 
 
 def content_files(folder: Path) -> list[Path]:
-    """The files of a source folder that make up the model (caches skipped), sorted."""
+    """The files of a source folder that make up the model, sorted: caches are skipped,
+    and so are ModelEngine YAMLs kept beside the code (editing a target must not change
+    the model digest, or every engine would be rebuilt)."""
     return [
         child
         for child in sorted(folder.rglob("*"))
         if child.is_file()
         and child.suffix != ".pyc"
         and not (_SKIP_DIRS & set(child.relative_to(folder).parts))
+        and not _is_modelengine_yaml(child)
     ]
+
+
+def _is_modelengine_yaml(path: Path) -> bool:
+    if path.suffix not in (".yaml", ".yml") or path.stat().st_size > _MAX_SPEC_BYTES:
+        return False
+    try:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return any(isinstance(d, dict) and d.get("kind") == KIND and "apiVersion" in d for d in docs)
 
 
 def _hash_path(h: hashlib._Hash, path: Path) -> None:
