@@ -41,6 +41,11 @@ def push(s3_env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple[di
     )
     out, err = capsys.readouterr()
     assert code == 0, err
+    # The same text, comments included, with only the source line changed.
+    changed = [
+        (a, b) for a, b in zip(EXAMPLE.read_text().splitlines(), out.splitlines(), strict=True) if a != b
+    ]
+    assert [a.split(":")[0] for a, _ in changed] == ["    source"], changed
     return yaml.safe_load(out), err
 
 

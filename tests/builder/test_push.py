@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelengine.builder.push import PushError, push_document
+from modelengine.builder.push import PushError, push_document, rewrite_text
 from modelengine.store.base import ObjectStore
 from modelengine.store.open import open_store
 
@@ -118,3 +118,52 @@ def test_editing_the_modelengine_yaml_beside_the_code_keeps_the_model_digest(mod
     assert digest_local(model, model_dir) == before
     (model_dir / "config.yaml").write_text("layers: 4\n")
     assert digest_local(model, model_dir) != before
+
+
+BLOCK = """# comment kept
+apiVersion: modelengine.io/v1alpha1
+kind: ModelEngine
+metadata: {name: m}
+spec:
+  model:
+    source: .          # the folder
+    format: python
+    entrypoint: "m:make"
+    weights: 'w.pt'
+  export: {inputs: [{name: x, shape: [1, 4]}]}
+  targets: [{cpu: true}]
+  storage: {uri: s3://engines/prod}
+"""
+
+FLOW = """apiVersion: modelengine.io/v1alpha1
+kind: ModelEngine
+metadata: {name: m}
+spec:
+  model: {source: ., format: python, entrypoint: "m:make"}   # or torchscript
+  export: {inputs: [{name: x, shape: [1, 4]}]}
+  targets: [{cpu: true}]
+  storage: {uri: s3://engines/prod}
+"""
+
+
+@pytest.mark.parametrize("text", [BLOCK, FLOW], ids=["block", "flow"])
+def test_rewrite_keeps_comments_and_layout(text: str) -> None:
+    (before,) = yaml.safe_load_all(text)
+    after = yaml.safe_load(text)
+    after["spec"]["model"]["source"] = "s3://b/p/sources/" + "0" * 64 + "/"
+    if "weights" in after["spec"]["model"]:
+        after["spec"]["model"]["weights"] = "s3://b/p/sources/" + "0" * 64 + "/w.pt"
+    out = rewrite_text(text, before, after, [after])
+    assert yaml.safe_load(out) == after
+    kept = [line for line in text.splitlines() if "source:" not in line and "weights:" not in line]
+    assert [line for line in out.splitlines() if "source:" not in line and "weights:" not in line] == kept
+    assert "# the folder" in out or "# or torchscript" in out
+
+
+def test_rewrite_falls_back_to_a_dump_when_a_value_is_ambiguous() -> None:
+    text = BLOCK.replace("kind: ModelEngine", "kind: ModelEngine\nnote: {source: .}")
+    (before,) = yaml.safe_load_all(text)
+    after = yaml.safe_load(text)
+    after["spec"]["model"]["source"] = "s3://b/p/x/"
+    out = rewrite_text(text, before, after, [after])
+    assert yaml.safe_load(out) == after and "# comment kept" not in out

@@ -15,12 +15,16 @@ hashes the same model digest as `modelengine build` does locally. Objects alread
 store are not uploaded again; pushing twice prints the same YAML. Weights inside the
 pushed folder become a URI inside it. Sources that already are URIs (`s3://`, or a
 `file://` path with `spec.build.image`, which lives in the image) are left as they are.
-Progress goes to stderr; stdout holds only the YAML. Comments of the input are not kept.
+Progress goes to stderr; stdout holds only the YAML: the input text with the rewritten
+values replaced in place (comments and layout kept), or re-dumped where an edit would be
+ambiguous.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -76,9 +80,43 @@ def run(args: argparse.Namespace) -> int:
         raise PushError(str(err)) from None
     docs = [d for d in yaml.safe_load_all(text) if d is not None]
     (doc,) = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ModelEngine"]
+    before = copy.deepcopy(doc)
     push_document(doc, base=args.file.resolve().parent, store=store, log=sys.stderr)
-    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
+    sys.stdout.write(rewrite_text(text, before, doc, docs))
     return 0
+
+
+def rewrite_text(text: str, before: dict[str, Any], after: dict[str, Any], docs: list[Any]) -> str:
+    """The input text with each rewritten source value replaced in place (comments and
+    layout kept); the whole document set re-dumped when an edit is not unambiguous."""
+    edited = text
+    for key, old, new in _changes(before, after):
+        value = re.escape(old)
+        pattern = re.compile(
+            rf"(?P<pre>\b{key}:[ \t]*)(?P<q>['\"]?){value}(?P=q)(?=[ \t]*(?:#.*)?$|[ \t]*[,}}])",
+            re.MULTILINE,
+        )
+        found = list(pattern.finditer(edited))
+        if len(found) != 1:
+            return yaml.safe_dump_all(docs, sort_keys=False)
+        m = found[0]
+        edited = edited[: m.start()] + m["pre"] + m["q"] + new + m["q"] + edited[m.end() :]
+    try:
+        same = [d for d in yaml.safe_load_all(edited) if d is not None] == docs
+    except yaml.YAMLError:
+        same = False
+    return edited if same else yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(key, old value, new value) of each rewritten source."""
+    out = []
+    for section, key in (("model", "source"), ("model", "weights"), ("build", "calibration")):
+        old = (before["spec"].get(section) or {}).get(key)
+        new = (after["spec"].get(section) or {}).get(key)
+        if old != new and isinstance(old, str) and isinstance(new, str):
+            out.append((key, old, new))
+    return out
 
 
 def _read(path: Path) -> str:
