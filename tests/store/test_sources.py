@@ -129,7 +129,12 @@ def test_records_roundtrip_and_are_validated_strictly(
     assert read == record and read.onnx_key == f"models/{DIGEST_B}/model.onnx"
 
     doc = json.loads(store.get_bytes(source_record_key(identity.key)))
-    for field, bad in (("model_digest", "A" * 64), ("onnx_key", "models/../x"), ("unexpected", None)):
+    for field, bad in (
+        ("model_digest", "A" * 64),
+        ("onnx_key", "models/../x"),
+        ("onnx_key", f"models/{DIGEST_A}/model.onnx"),
+        ("unexpected", None),
+    ):
         broken = dict(doc)
         if bad is None:
             broken["unexpected"] = 1

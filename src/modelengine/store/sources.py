@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from typing import Any, Final, Literal, Protocol
 from urllib.parse import unquote, urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelengine.api.models import ModelEngineSpec
 from modelengine.api.targets import export_recipe
 from modelengine.errors import first_line, utc_now
 from modelengine.store.base import NotFound, ObjectStore, StoreError
-from modelengine.store.layout import model_key, source_record_key
+from modelengine.store.layout import model_key, model_prefix, source_record_key
 
 SCHEMA_VERSION: Final = 1
 _HEX64 = r"^[0-9a-f]{64}$"
@@ -95,6 +95,13 @@ class SourceRecord(_Doc):
     onnx_key: str = Field(pattern=_MODEL_FILE_KEY)
     export_record_key: str = Field(pattern=_MODEL_FILE_KEY)
     created: str = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _keys_under_the_export(self) -> SourceRecord:
+        prefix = model_prefix(self.export_digest)
+        if not (self.onnx_key.startswith(prefix) and self.export_record_key.startswith(prefix)):
+            raise ValueError(f"onnx_key and export_record_key must be under {prefix}")
+        return self
 
 
 def make_source_record(
