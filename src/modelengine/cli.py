@@ -2,9 +2,14 @@
 
 Each subcommand lives beside the code it drives (`modelengine.builder.command`,
 `modelengine.runtime.command`, ...) and exposes `register(subparsers)`; this module only
-wires them up, so `modelengine --help` imports neither torch nor kopf. Every failure the
-user can fix ends as one line on stderr and a non-zero exit (2 for bad input, 1 for a
-failed build or run); tracebacks are shown only with `--debug`.
+wires them up, so `modelengine --help` imports neither torch nor kopf.
+
+Every failure ends as one redacted line on stderr and an exit code that depends only on
+the error, never on `--debug` (which adds the redacted traceback above the line):
+2 bad input (`InputError`: spec, model, request, flags, a missing object the user named),
+1 the work failed on valid input (`BuildFailed`, and any unexpected error),
+3 infrastructure (`InfrastructureError`: store, network; also OSError and the AWS/HTTP
+client libraries' own errors). See `exit_code_of`.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from modelengine import __version__
-from modelengine.logs import configure_logging
+from modelengine.errors import EXIT_FAILED, EXIT_INFRASTRUCTURE, InputError, first_line
+from modelengine.logs import configure_logging, redact
 
 # (subcommand, module holding `register`)
 _COMMANDS: list[tuple[str, str]] = [
@@ -31,10 +38,23 @@ _COMMANDS: list[tuple[str, str]] = [
 ]
 
 
-class UserError(Exception):
-    """Bad input or a failed step the user can act on: printed as one line."""
+class UserError(InputError):
+    """Bad input the user can act on: printed as one line, exit 2."""
 
-    exit_code = 2
+
+# Errors of client libraries that mean the network or a remote service failed.
+_INFRASTRUCTURE_MODULES = ("botocore", "boto3", "s3transfer", "urllib3", "aiohttp", "kubernetes", "kopf")
+
+
+def exit_code_of(err: BaseException) -> int:
+    """The exit code for an error: its own `exit_code` (the `modelengine.errors` classes and
+    older ones carrying the attribute), 3 for I/O and client-library faults, else 1."""
+    code = getattr(err, "exit_code", None)
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    if isinstance(err, OSError) or type(err).__module__.split(".")[0] in _INFRASTRUCTURE_MODULES:
+        return EXIT_INFRASTRUCTURE
+    return EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,12 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as err:
         if args.debug:
-            raise
-        code = getattr(err, "exit_code", 1)
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        logging.getLogger("modelengine").debug("command failed", exc_info=True)
-        print(f"modelengine {args.command}: error: {message}", file=sys.stderr)
-        return int(code)
+            print(redact("".join(traceback.format_exception(err))), file=sys.stderr, end="")
+        else:
+            logging.getLogger("modelengine").debug("command failed", exc_info=True)
+        print(f"modelengine {args.command}: error: {redact(first_line(err))}", file=sys.stderr)
+        return exit_code_of(err)
 
 
 if __name__ == "__main__":  # pragma: no cover

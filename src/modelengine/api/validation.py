@@ -31,6 +31,7 @@ from modelengine.api.models import (
     Precision,
     Target,
 )
+from modelengine.errors import InputError
 
 # Compute capabilities TensorRT-RTX can build for (checked against tensorrt-rtx 1.7).
 RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
@@ -113,10 +114,8 @@ def limit_problems(spec: ModelEngineSpec) -> list[str]:
     return problems
 
 
-class SpecError(ValueError):
-    """A ModelEngine that cannot be built; `problems` holds one line per problem."""
-
-    exit_code = 2  # bad input, for the CLI
+class SpecError(InputError):
+    """A ModelEngine that cannot be built; `problems` holds one line per problem (exit 2)."""
 
     def __init__(self, problems: list[str], *, source: str | None = None) -> None:
         self.problems = problems

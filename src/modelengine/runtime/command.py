@@ -14,6 +14,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from modelengine.errors import InputError
+
 
 def register(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -106,16 +108,12 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
-class _BadInput(Exception):
-    exit_code = 2
-
-
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
         config.check()
     except ValueError as err:
-        raise _BadInput(str(err)) from None
+        raise InputError(str(err)) from None
     asyncio.run(_serve(config))
     return 0
 

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import ClientPayloadError, web
 
 from modelengine.errors import first_line
-from modelengine.logs import redact
+from modelengine.logs import redact, redact_doc
 from modelengine.runtime import accelerator as accel_mod
 from modelengine.runtime.accelerator import Accelerator
 from modelengine.runtime.dataplane import BatchingConfig, DataPlane
@@ -101,7 +101,7 @@ class ServerConfig:
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return web.json_response({"error": redact(message)}, status=status)
 
 
 def _error_middleware(max_bytes: int) -> Any:
@@ -121,7 +121,7 @@ def _error_middleware(max_bytes: int) -> Any:
             status, message = to_http(err)
             if status >= 500 and status != 503:
                 log.error("error serving %s %s", request.method, request.path, exc_info=err)
-            response = _error(status, redact(message))
+            response = _error(status, message)
             if isinstance(err, (RequestTimeout, ClientGone)):
                 response.force_close()  # the rest of the body is not worth waiting for
             return response
@@ -153,7 +153,7 @@ def build_app(plane: DataPlane, *, max_bytes: int, body_timeout: float = 60.0) -
 
     async def ready(_r: web.Request) -> web.Response:
         ok, doc = plane.ready()
-        return web.json_response(doc, status=200 if ok else 503)
+        return web.json_response(redact_doc(doc), status=200 if ok else 503)
 
     async def model_metadata(r: web.Request) -> web.Response:
         return web.json_response(plane.model_metadata(r.match_info["name"], r.match_info.get("version")))

@@ -8,7 +8,9 @@ that already exists replaces it. Publishing order (artifacts first, manifest las
 the caller's job, see `publish.py`.
 
 Errors are `StoreError` subclasses with a one-line message that never contains
-credentials: the store URI is shown, secrets never are.
+credentials: the store URI is shown, secrets never are. A `StoreError` is an
+`InfrastructureError` (exit 3: the store failed or holds something wrong); `NotFound`
+exits 2 when it reaches the CLI, since a missing object there is one the user named.
 """
 
 from __future__ import annotations
@@ -17,13 +19,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from modelengine.errors import EXIT_INPUT, InfrastructureError
 
-class StoreError(RuntimeError):
+
+class StoreError(InfrastructureError, RuntimeError):
     """A store operation failed; the message is one line, safe to log and show."""
 
 
 class NotFound(StoreError):
     """The key does not exist."""
+
+    exit_code = EXIT_INPUT
+
+
+class InvalidStoreConfig(StoreError):
+    """A store URI, bucket name or endpoint that cannot work: the user's input (exit 2)."""
+
+    exit_code = EXIT_INPUT
 
 
 @runtime_checkable

@@ -13,11 +13,13 @@ whole or not at all.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelengine.store.base import NotFound, StoreError
+from modelengine.errors import first_line
+from modelengine.store.base import InvalidStoreConfig, NotFound, StoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -58,13 +60,33 @@ def s3_client(
     )
 
 
+# S3's bucket naming rules (the part a client can check before any request).
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_ADDRESS = re.compile(r"\d+\.\d+\.\d+\.\d+")
+
+
+def bucket_name_problem(bucket: str) -> str | None:
+    """What is wrong with a bucket name, or None when S3 accepts it."""
+    if not 3 <= len(bucket) <= 63:
+        return f"it has {len(bucket)} characters (3 to 63 allowed)"
+    if not BUCKET_NAME.fullmatch(bucket):
+        return "only lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit"
+    if ".." in bucket or _IP_ADDRESS.fullmatch(bucket):
+        return "no two dots in a row, and not an IP address"
+    return None
+
+
 def _reason(err: Exception) -> str:
     response: dict[str, Any] = getattr(err, "response", {}) or {}
     code = response.get("Error", {}).get("Code")
     message = response.get("Error", {}).get("Message")
     if code:
         return f"{code}: {message}" if message else str(code)
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
+    # botocore's ParamValidationError puts the cause on the lines after a generic header
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return " ".join(lines[1:])
+    return first_line(err)
 
 
 class S3Store:
@@ -77,9 +99,15 @@ class S3Store:
         region: str | None = None,
         client: S3Client | None = None,
     ) -> None:
+        problem = bucket_name_problem(bucket)
+        if problem is not None:
+            raise InvalidStoreConfig(f"invalid bucket name {bucket[:80]!r}: {problem}")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._client: S3Client = client or s3_client(endpoint_url=endpoint_url, region=region)
+        try:
+            self._client: S3Client = client or s3_client(endpoint_url=endpoint_url, region=region)
+        except ValueError as err:  # botocore: an endpoint URL or region it cannot use
+            raise InvalidStoreConfig(f"cannot use S3 endpoint/region: {first_line(err)}") from None
 
     @property
     def uri(self) -> str:
