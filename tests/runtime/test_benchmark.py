@@ -4,6 +4,7 @@ are printed, never asserted: speed belongs to the benchmark, not to unit tests).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_runtime_overhead_quick_run(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/runtime_overhead.py"), "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.runtime_overhead", "--quick", "--json", str(out)],
         cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
         capture_output=True,
         text=True,
         timeout=300,
