@@ -59,7 +59,7 @@ def test_writes_reuse_pooled_connections(cluster: FakeCluster) -> None:
             await api.create_job("default", _job(f"seq-{i}"))
         await asyncio.gather(*(api.create_job("default", _job(f"par-{i}")) for i in range(40)))
         await asyncio.gather(*(api.delete_job("default", f"par-{i}") for i in range(40)))
-        for i in range(10):
+        for _ in range(10):
             await api.read_secret("default", "missing")  # 404s release too
 
     try:
