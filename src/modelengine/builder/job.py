@@ -32,6 +32,7 @@ from modelengine.api.targets import ResolvedTarget
 from modelengine.api.validation import SpecError, parse_modelengine
 from modelengine.builder.pipeline import Pipeline, PipelineError, TargetOutcome
 from modelengine.builder.progress import StreamReporter
+from modelengine.errors import InputError
 from modelengine.store.base import StoreError
 from modelengine.store.open import open_store
 
@@ -63,8 +64,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-class BuilderInputError(ValueError):
-    exit_code = 2
+class BuilderInputError(InputError):
+    """The Job's target, resource or environment cannot be used; one line."""
 
 
 def parse_target(raw: str) -> ResolvedTarget:
