@@ -99,9 +99,9 @@ class ConnectionLog:
         if serial is not None and serial not in self.agents:
             self.agents[serial] = user_agent
 
-    def opened_by(self, agents: tuple[str, ...]) -> int:
-        """Connections whose first request came from a User-Agent starting with one of `agents`."""
-        return sum(1 for agent in self.agents.values() if agent.startswith(agents))
+    def opened_by(self, agents: tuple[str, ...], *, since: int = 0) -> int:
+        """Connections (numbered above `since`) whose first request came from one of `agents`."""
+        return sum(1 for serial, agent in self.agents.items() if serial > since and agent.startswith(agents))
 
 
 NOT_READY_TAINT = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
