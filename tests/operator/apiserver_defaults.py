@@ -12,11 +12,16 @@ form, so the fake server stores it too:
 
 Custom resources (ModelEngines) are stored as sent: their structural schema's defaults
 are the CRD's business, not this module's.
+
+Every object, custom or not, also carries `metadata.managedFields` as a real server keeps
+them (one entry per manager and subresource, the fields it set): a client that caches
+whole objects pays for them, as it would in a cluster.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 MAP_FIELDS = frozenset(
@@ -196,3 +201,50 @@ def merge_patch_to(current: Any, target: Any) -> Any:
         elif current[key] != value:
             patch[key] = merge_patch_to(current[key], value) if isinstance(value, dict) else value
     return patch
+
+
+def fields_v1(value: Any) -> Any:
+    """The `fieldsV1` set of a value, as server-side field tracking writes it: `f:<field>`
+    for map keys, `k:{"name":...}` for list items keyed by name (containers, env, ports
+    and the like), `.` for a field that is itself set."""
+    if isinstance(value, dict):
+        return {f"f:{key}": fields_v1(item) for key, item in value.items()}
+    if isinstance(value, list) and value and all(isinstance(i, dict) and "name" in i for i in value):
+        return {
+            "k:" + json.dumps({"name": item["name"]}, separators=(",", ":")): {".": {}, **fields_v1(item)}
+            for item in value
+        }
+    return {}
+
+
+def managed_fields(
+    current: list[dict[str, Any]] | None,
+    *,
+    manager: str,
+    obj: dict[str, Any],
+    subresource: str | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """`metadata.managedFields` after a write by `manager`: its entry for (operation, subresource)
+    replaced by the fields it just set (metadata other than labels/annotations/owners, and
+    status on the main resource, are not tracked)."""
+    if subresource == "status":
+        tracked = {"status": obj.get("status")} if obj.get("status") else {}
+    else:
+        meta = obj.get("metadata") or {}
+        kept = {k: meta[k] for k in ("labels", "annotations", "ownerReferences", "finalizers") if meta.get(k)}
+        tracked = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+        if kept:
+            tracked["metadata"] = kept
+    entry: dict[str, Any] = {
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": obj.get("apiVersion", "v1"),
+        "time": now,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields_v1(tracked),
+    }
+    if subresource:
+        entry["subresource"] = subresource
+    others = [e for e in current or [] if (e.get("manager"), e.get("subresource")) != (manager, subresource)]
+    return [*others, entry]

@@ -60,6 +60,12 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _manager(request: rendering.Request) -> str:
+    """A field manager's name, as a real server derives it from the User-Agent."""
+    agent = str((request.headers or {}).get("User-Agent") or "unknown")
+    return agent.split("/", 1)[0] or "unknown"
+
+
 def selector_matches(selector: str, labels: dict[str, str]) -> bool:
     """Equality (`a=b`, `a==b`, `a!=b`) and existence (`a`, `!a`) terms, comma-joined."""
     for term in filter(None, (t.strip() for t in selector.split(","))):
@@ -212,10 +218,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
             spec["taints"] = [*(spec.get("taints") or []), dict(NOT_READY_TAINT)]
         stored = self._stored(plural, request.data)
         causes = apiserver_rules.object_causes(plural, stored) + apiserver_rules.schema_causes(plural, stored)
-        if not causes and stored is not request.data:
+        if causes:
+            return causes
+        stored.setdefault("metadata", {})["managedFields"] = apiserver_defaults.managed_fields(
+            None, manager=_manager(request), obj=stored, subresource=None, now=meta["creationTimestamp"]
+        )
+        if stored is not request.data:
             request.data.clear()
             request.data.update(stored)
-        return causes
+        return []
 
     def _stamp_update(self, request: rendering.Request) -> list[apiserver_rules.Cause]:
         assert request.resource is not None
@@ -244,6 +255,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return causes
         meta = merged.setdefault("metadata", {})
         meta["resourceVersion"] = self._next_rv()
+        meta["managedFields"] = apiserver_defaults.managed_fields(
+            (current.get("metadata") or {}).get("managedFields"),
+            manager=_manager(request),
+            obj={"apiVersion": merged.get("apiVersion", ""), **patch},
+            subresource=request.subresource,
+            now=_now(),
+        )
         generation = int(current.get("metadata", {}).get("generation") or 1)
         if json.dumps(merged.get("spec"), sort_keys=True) != json.dumps(current.get("spec"), sort_keys=True):
             generation += 1

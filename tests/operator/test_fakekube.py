@@ -366,3 +366,21 @@ def test_new_nodes_are_tainted_not_ready(cluster: FakeCluster) -> None:
     node = cluster.get("nodes", None, "n")
     assert node is not None
     assert {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"} in node["spec"]["taints"]
+
+
+def test_objects_carry_managed_fields_per_manager_and_subresource(cluster: FakeCluster) -> None:
+    api = kube_client(cluster.kubeconfig)
+    api.user_agent = "modelengine-operator"
+    batch = client.BatchV1Api(api)
+    batch.create_namespaced_job("default", _job("j", {"app": "t"}))
+    node_api = kube_client(cluster.kubeconfig)
+    node_api.user_agent = "test-node/1"
+    client.BatchV1Api(node_api).patch_namespaced_job_status("j", "default", _status("SuccessCriteriaMet"))
+    stored = cluster.get("jobs", "default", "j")
+    assert stored is not None
+    entries = {(e["manager"], e.get("subresource")): e for e in stored["metadata"]["managedFields"]}
+    assert set(entries) == {("modelengine-operator", None), ("test-node", "status")}
+    spec_fields = entries[("modelengine-operator", None)]["fieldsV1"]
+    assert 'k:{"name":"c"}' in spec_fields["f:spec"]["f:template"]["f:spec"]["f:containers"]
+    assert spec_fields["f:metadata"]["f:labels"] == {"f:app": {}}
+    assert "f:conditions" in entries[("test-node", "status")]["fieldsV1"]["f:status"]
