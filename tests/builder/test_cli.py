@@ -85,6 +85,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], expec
     assert "Traceback" not in out.stderr
 
 
+def test_store_fault_mid_build_is_infrastructure_exit_3(tmp_path: Path) -> None:
+    # The spec and flags are fine; the store does not answer (nothing listens on port 9).
+    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    out = cli(
+        "build", "-f", str(EXAMPLE), "--store", "s3://bucket/x", "--s3-endpoint", "http://127.0.0.1:9",
+        "--target", "cpu", env=creds, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 3, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("modelengine build: error: ") and "s3://bucket/x/engines/" in last
+    assert "Traceback" not in out.stderr
+
+
 def test_malformed_spec_names_the_field(tmp_path: Path) -> None:
     path = write_spec(tmp_path, build={"backend": "tensorrt-rtx", "precision": "fp8"})
     out = cli("build", "-f", str(path), "--store", str(tmp_path / "s"))

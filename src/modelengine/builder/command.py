@@ -122,10 +122,9 @@ def build_local(
     with Pipeline(me, store=store, reporter=reporter) as pipeline:
         try:
             outcomes = pipeline.run(targets)
-        except PipelineError as err:
+        except PipelineError as err:  # only the shared model load escapes `run`: the input
             raise BuildInputError(f"{err.stage}: {err}") from None
-        except StoreError as err:
-            raise BuildInputError(str(err)) from None
+        # A StoreError goes up as it is: a store fault mid-build exits 3 (infrastructure).
     release_uri = None
     if all(o.phase == "Ready" for o in outcomes):
         record = make_release(
