@@ -75,13 +75,15 @@ class World:
             "kind": "ModelEngine",
             "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": {
-                "model": {"source": str(self.model_dir), "format": "python", "entrypoint": entrypoint},
+                # A model baked into a custom builder image: the test node's "image" is this
+                # machine's installed package and files (s3:// sources: test_cluster_path).
+                "model": {"source": self.model_dir.as_uri(), "format": "python", "entrypoint": entrypoint},
                 "export": {
                     "inputs": [
                         {"name": "x", "shape": [-1, 8], "min": [1, 8], "opt": [opt, 8], "max": [16, 8]}
                     ]
                 },
-                "build": {"backend": "tensorrt-rtx"},
+                "build": {"backend": "tensorrt-rtx", "image": "registry.test/modelengine-builder-with-model:1"},
                 "targets": targets or [{"auto": True}],
                 "storage": {
                     "uri": f"s3://{self.bucket}/store",
@@ -90,7 +92,8 @@ class World:
                 },
             },
         }
-        doc["spec"].update(spec)
+        build = {**doc["spec"]["build"], **spec.pop("build", {})}
+        doc["spec"].update(spec, build=build)
         return doc
 
     def apply(self, doc: dict[str, Any]) -> None:
@@ -119,8 +122,13 @@ class World:
         obj = self.cluster.get("modelengines", NAMESPACE, name) or {}
         return obj.get("status") or {}
 
-    def jobs(self, name: str | None = None) -> list[dict[str, Any]]:
-        jobs = self.cluster.objects("jobs", NAMESPACE)
+    def jobs(self, name: str | None = None, *, resolve: bool = False) -> list[dict[str, Any]]:
+        """The builder Jobs (of ModelEngine `name`); `resolve=True`: the resolve Jobs instead."""
+        jobs = [
+            j
+            for j in self.cluster.objects("jobs", NAMESPACE)
+            if j["metadata"]["name"].startswith("me-resolve-") == resolve
+        ]
         if name is not None:
             jobs = [j for j in jobs if j["metadata"]["labels"].get("modelengine.io/name") == name]
         return jobs

@@ -67,6 +67,23 @@ def test_auto_targets_build_every_gpu_kind_and_write_the_release(world: World) -
     # Progress-only status writes are batched per interval; a long one makes the count exact.
     operator = world.operator(options={"status_interval_seconds": 60})
     try:
+        # A new model is resolved once (one shared resolve Job: digest + ONNX + source record);
+        # the counts below are those of a first build of a resolved model.
+        world.apply(world.modelengine("warm-up", targets=[{"cpu": True}]))
+        resolving = wait_for(
+            lambda: (
+                world.status("warm-up").get("message", "").startswith("resolving the model source")
+                and world.status("warm-up")
+            ),
+            what="resolving",
+        )
+        assert resolving["phase"] == "Pending"
+        resolve_jobs = world.jobs("warm-up", resolve=True)
+        assert (
+            len(resolve_jobs) == 1
+            and "--resolve" in resolve_jobs[0]["spec"]["template"]["spec"]["containers"][0]["command"]
+        )
+        wait_for(_phase(world, "warm-up", "Ready"), timeout=120, what="warm-up Ready")
         start = len(world.cluster.requests())
         world.apply(world.modelengine("resnet-auto"))
         jobs = wait_for(
@@ -175,23 +192,19 @@ def test_a_builder_failure_reports_the_builders_own_reason(world: World) -> None
         world.apply(
             world.modelengine("broken", entrypoint="tiny:broken", targets=[{"computeCapability": "8.9"}])
         )
+        # The model is loaded and exported once, by the resolve Job: a broken factory fails
+        # there, before any per-target build starts, with the builder's own reason.
         status = wait_for(_phase(world, "broken", "Failed"), timeout=120, what="Failed")
-        (engine,) = status["engines"]
-        assert engine["phase"] == "Failed"
-        assert "factory exploded" in engine["reason"]
-        assert "BackoffLimitExceeded" not in engine["reason"]
+        assert not status.get("engines")
+        assert world.jobs("broken") == [] and len(world.jobs("broken", resolve=True)) == 1
         failed = {c["type"]: c for c in status["conditions"]}["Failed"]
-        assert failed["status"] == "True" and "factory exploded" in failed["message"]
+        assert failed["status"] == "True" and failed["reason"] == "ResolveFailed"
+        assert "factory exploded" in failed["message"] and "BackoffLimitExceeded" not in failed["message"]
+        assert status["message"].startswith("spec.model.source file://")
         warnings = wait_for(
             lambda: [e for e in world.events("broken") if e["type"] == "Warning"], what="a Warning"
         )
         assert "factory exploded" in warnings[-1]["message"]
-        assert (
-            operator.controller.metrics.value(
-                "modelengine_builds_failed_total", {"target": "tensorrt-rtx-cc8.9"}
-            )
-            == 1
-        )
     finally:
         operator.stop()
 
@@ -318,7 +331,7 @@ def test_spec_change_rebuilds_only_changed_keys_and_cleans_superseded_jobs(world
         doc = world.modelengine(
             "gpu-pinned", targets=[{"computeCapability": "8.0"}, {"product": "NVIDIA-L4"}]
         )
-        doc["spec"]["build"] = {"backend": "tensorrt"}
+        doc["spec"]["build"]["backend"] = "tensorrt"
         world.apply(doc)
         jobs = wait_for(
             lambda: len(world.jobs("gpu-pinned")) == 2 and world.jobs("gpu-pinned"), what="2 GPU Jobs"

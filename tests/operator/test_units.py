@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelengine.api.models import BackendName, EngineStatus, ModelSource
+from modelengine.api.models import BackendName, EngineStatus
 from modelengine.api.targets import GpuKind, ResolvedTarget
 from modelengine.api.validation import parse_modelengine
 from modelengine.cli import build_parser
 from modelengine.operator import build_jobs as jobs
 from modelengine.operator import nodes
+from modelengine.operator.builds import termination_reason as _termination_reason
 from modelengine.operator.command import config_from_args
 from modelengine.operator.config import ConfigError, OperatorConfig, parse_backend_versions
-from modelengine.operator.digests import DigestCache
-from modelengine.operator.engines import termination_reason as _termination_reason
 from modelengine.operator.limiter import BuildLimiter
 from modelengine.operator.plan import make_plan
 from modelengine.operator.status import desired_status, differs, parse_status
@@ -270,27 +267,6 @@ def test_limiter_counts_overall_and_per_kind() -> None:
     assert limiter.waiting() == [("ns", "b"), ("ns", "a")]
     assert limiter.set_finished("j1") and not limiter.set_finished("j1")
     assert limiter.can_start("cc8.9")
-
-
-def test_digest_cache_hashes_each_model_once_until_it_changes(tmp_path: Path) -> None:
-    model = tmp_path / "model.onnx"
-    model.write_bytes(b"abc")
-    calls: list[str] = []
-
-    def hasher(source: ModelSource, endpoint: str | None) -> str:
-        calls.append(source.source)
-        return f"digest-{len(calls)}"
-
-    cache = DigestCache(hasher=hasher)
-    source = ModelSource(source=str(model), format="onnx")  # type: ignore[arg-type]
-
-    async def many() -> list[str]:
-        return await asyncio.gather(*(cache.digest(source) for _ in range(50)))
-
-    assert set(asyncio.run(many())) == {"digest-1"}
-    assert cache.hashes == 1
-    model.write_bytes(b"abcd")
-    assert asyncio.run(cache.digest(source)) == "digest-2"
 
 
 def test_backend_version_flags() -> None:

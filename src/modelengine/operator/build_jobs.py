@@ -66,7 +66,7 @@ def _affinity(target: ResolvedTarget) -> dict[str, Any]:
         if target.product:
             terms.append({"key": nodes.PRODUCT, "operator": "In", "values": [target.product]})
     else:
-        terms = [{"key": nodes.PRESENT, "operator": "DoesNotExist"}]
+        return _cpu_affinity()
     return {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -86,31 +86,92 @@ def build_job(
     config: OperatorConfig,
 ) -> dict[str, Any]:
     """The batch/v1 Job manifest that builds `target` of `me` under `build_key`."""
-    name = me.metadata.name
-    labels = {
-        LABEL_NAME: label_value(name),
-        LABEL_KEY: label_value(build_key),
-        LABEL_TARGET: label_value(target.name),
-        LABEL_MANAGED: MANAGED_BY,
+    return _job(
+        me=me,
+        uid=uid,
+        name=job_name(build_key),
+        labels={LABEL_KEY: label_value(build_key), LABEL_TARGET: label_value(target.name)},
+        env=[
+            {"name": "MODELENGINE_RESOURCE", "value": resource_json(me, generation)},
+            {"name": "MODELENGINE_TARGET", "value": target_json(target)},
+            {"name": "MODELENGINE_BUILD_KEY", "value": build_key},
+        ],
+        command=list(config.builder_command),
+        gpu=target.needs_gpu_node,
+        affinity=_affinity(target),
+        config=config,
+    )
+
+
+def resolve_key(identity: str) -> str:
+    """The build-key label of a resolve Job: its users are woken like a build's."""
+    return f"resolve-{identity[:32]}"
+
+
+def resolve_job_name(identity: str) -> str:
+    return f"me-resolve-{identity[:20]}"
+
+
+def resolve_job(
+    *, me: ModelEngine, uid: str | None, generation: int, identity: str, config: OperatorConfig
+) -> dict[str, Any]:
+    """The CPU Job that hashes the model source, exports its ONNX once and records both.
+
+    Named after the source's identity, so every ModelEngine of one model (same bytes,
+    same export recipe) shares one resolve Job.
+    """
+    return _job(
+        me=me,
+        uid=uid,
+        name=resolve_job_name(identity),
+        labels={LABEL_KEY: resolve_key(identity), LABEL_TARGET: "resolve"},
+        env=[{"name": "MODELENGINE_RESOURCE", "value": resource_json(me, generation)}],
+        command=[*config.builder_command, "--resolve"],
+        gpu=False,
+        affinity=_cpu_affinity(),
+        config=config,
+    )
+
+
+def _cpu_affinity() -> dict[str, Any]:
+    terms = [{"key": nodes.PRESENT, "operator": "DoesNotExist"}]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": terms}]
+            }
+        }
     }
+
+
+def _job(
+    *,
+    me: ModelEngine,
+    uid: str | None,
+    name: str,
+    labels: dict[str, str],
+    env: list[dict[str, str]],
+    command: list[str],
+    gpu: bool,
+    affinity: dict[str, Any],
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    labels = {LABEL_NAME: label_value(me.metadata.name), **labels, LABEL_MANAGED: MANAGED_BY}
     limits: dict[str, str] = {"cpu": config.builder_cpu, "memory": config.builder_memory}
     requests = dict(limits)
     tolerations: list[dict[str, str]] = []
-    if target.needs_gpu_node:
+    if gpu:
         limits["nvidia.com/gpu"] = "1"
         tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
-    env = [
-        {"name": "MODELENGINE_RESOURCE", "value": resource_json(me, generation)},
-        {"name": "MODELENGINE_TARGET", "value": target_json(target)},
-        {"name": "MODELENGINE_BUILD_KEY", "value": build_key},
-        {"name": "MODELENGINE_TERMINATION_LOG", "value": TERMINATION_LOG},
-        {"name": "HOME", "value": "/tmp"},
-    ]
     container: dict[str, Any] = {
         "name": "builder",
         "image": me.spec.build.image or config.builder_image,
-        "command": list(config.builder_command),
-        "env": env,
+        "command": command,
+        "env": [
+            *env,
+            {"name": "MODELENGINE_TERMINATION_LOG", "value": TERMINATION_LOG},
+            {"name": "HOME", "value": "/tmp"},
+        ],
         "resources": {"limits": limits, "requests": requests},
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
@@ -126,17 +187,13 @@ def build_job(
     secret = me.spec.storage.secret_ref
     if secret is not None:
         container["envFrom"] = [{"secretRef": {"name": secret.name}}]
-    metadata: dict[str, Any] = {
-        "name": job_name(build_key),
-        "namespace": me.metadata.namespace,
-        "labels": labels,
-    }
+    metadata: dict[str, Any] = {"name": name, "namespace": me.metadata.namespace, "labels": labels}
     if uid:
         metadata["ownerReferences"] = [
             {
                 "apiVersion": f"{API_GROUP}/{API_VERSION}",
                 "kind": KIND,
-                "name": name,
+                "name": me.metadata.name,
                 "uid": uid,
                 "controller": True,
                 "blockOwnerDeletion": False,
@@ -156,7 +213,7 @@ def build_job(
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True},
-                    "affinity": _affinity(target),
+                    "affinity": affinity,
                     **({"tolerations": tolerations} if tolerations else {}),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],

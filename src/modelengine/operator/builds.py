@@ -8,12 +8,14 @@ Jobs of a ModelEngine that no current plan uses any more (the spec changed) are 
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from modelengine.api.targets import ResolvedTarget
-from modelengine.errors import utc_now
-from modelengine.operator.build_jobs import LABEL_KEY, LABEL_NAME, LABEL_TARGET, job_state
+from modelengine.errors import first_line, utc_now
+from modelengine.logs import redact
+from modelengine.operator.build_jobs import LABEL_KEY, LABEL_NAME, LABEL_TARGET, job_failure_reason, job_state
 from modelengine.operator.informers import Informers
 from modelengine.operator.kube import ApiError, KubeApi
 from modelengine.operator.limiter import BuildLimiter
@@ -31,6 +33,7 @@ class Builds:
         self.limiter = limiter
         self._metrics = metrics
         self._queued: dict[Key, int] = {}  # ModelEngine → targets waiting for a slot
+        self._failures: dict[Key, str] = {}  # failed Job → the builder's reason
 
     def observe(self, event_type: str | None, job_key: Key) -> bool:
         """Account a Job event against the slots; True when a slot was freed."""
@@ -61,22 +64,47 @@ class Builds:
     def forget(self, key: Key) -> None:
         self.record_queued(key, 0)
 
-    async def start(self, key: Key, job: dict[str, Any], target: ResolvedTarget) -> None:
-        """Create the Job (or adopt the one that exists); it counts as running from now."""
+    async def start(self, key: Key, job: dict[str, Any], *, kind: str) -> None:
+        """Create the Job (or adopt the one that exists); it counts as running from now.
+
+        `kind` is the slot it takes: a target's name, or `resolve`.
+        """
         name = job["metadata"]["name"]
         # Seen as running until the watch delivers the real object: no second create.
         self._cache.jobs[(key[0], name)] = {"metadata": job["metadata"], "spec": {}, "status": {}}
         try:
             await self._api.create_job(key[0], job)
-            self._metrics.builds_started.labels(target=target.name).inc()
-            log.info("%s/%s: started %s for %s", *key, name, target.name)
+            self._metrics.builds_started.labels(target=kind).inc()
+            log.info("%s/%s: started %s for %s", *key, name, kind)
         except ApiError as err:
             if err.status != 409:
                 self._cache.jobs.pop((key[0], name), None)
                 raise
             log.info("%s/%s: adopting existing %s", *key, name)
-        self.limiter.set_running(name, target.name)
+        self.limiter.set_running(name, kind)
         self._metrics.jobs_in_flight.set(self.limiter.running())
+
+    async def failure_reason(self, namespace: str, job: dict[str, Any]) -> str:
+        """The builder's own one-line reason (its termination message), else Kubernetes'."""
+        name = job["metadata"]["name"]
+        cached = self._failures.get((namespace, name))
+        if cached is not None:
+            return cached
+        reason = None
+        try:
+            pods = await self._api.job_pods(namespace, name)
+        except ApiError as err:
+            log.warning("cannot read the Pods of %s/%s: %s", namespace, name, err)
+            pods = []
+        for pod in sorted(
+            pods, key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True
+        ):
+            reason = termination_reason(pod)
+            if reason:
+                break
+        reason = redact(reason or job_failure_reason(job))
+        self._failures[(namespace, name)] = reason
+        return reason
 
     async def supersede(self, key: Key, uid: str | None) -> None:
         """Delete this ModelEngine's Jobs whose keys no current plan uses any more."""
@@ -88,8 +116,10 @@ class Builds:
             owners = [o.get("uid") for o in meta.get("ownerReferences") or []]
             if labels.get(LABEL_NAME) != label_value(key[1]) and uid not in owners:
                 continue
-            if self._cache.in_use(namespace, labels.get(LABEL_KEY, "")):
-                continue
+            if labels.get(LABEL_TARGET) == "resolve" or self._cache.in_use(
+                namespace, labels.get(LABEL_KEY, "")
+            ):
+                continue  # resolve Jobs are shared by every ModelEngine of a model: their TTL ends them
             try:
                 await self._api.delete_job(namespace, name)
                 log.info("%s/%s: deleted superseded %s", *key, name)
@@ -97,3 +127,23 @@ class Builds:
                 if err.status != 404:
                     raise
             meta["deletionTimestamp"] = utc_now()
+
+
+def termination_reason(pod: dict[str, Any]) -> str | None:
+    """The builder's one-line reason from its termination message (JSON summary or text)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = ((status.get("state") or {}).get("terminated")) or (
+            (status.get("lastState") or {}).get("terminated")
+        )
+        if not terminated:
+            continue
+        message = (terminated.get("message") or "").strip()
+        if not message:
+            continue
+        try:
+            summary = json.loads(message)
+        except ValueError:
+            return first_line(message, limit=500)
+        if isinstance(summary, dict) and summary.get("reason"):
+            return str(summary["reason"])[:1000]
+    return None

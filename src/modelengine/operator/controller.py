@@ -5,7 +5,8 @@ delivers events to `observe_*`, which update the caches (`informers`) and queue 
 ModelEngines concerned (`workqueue`); workers run `reconcile`, which reads everything from
 memory and delegates each step to the module that owns it:
 
-    spec → plan (`plan`) → store (`storage`) → per-target engine state (`engines`,
+    spec → store (`storage`) → model digest (`sources`: source record, or a resolve Job)
+    → plan (`plan`) → per-target engine state (`engines`,
     starting Jobs through `builds`) → status (`status`, written by `status_writer`) →
     release record (`release_record`) → serving objects (`serving`)
 
@@ -27,13 +28,17 @@ from typing import Any, NoReturn
 
 from modelengine.api.models import API_GROUP, API_VERSION, KIND, EnginePhase, ModelEngine, Phase
 from modelengine.api.targets import GpuKind
-from modelengine.api.validation import SpecError, effective_backend, parse_modelengine
+from modelengine.api.validation import (
+    SpecError,
+    cluster_source_problems,
+    effective_backend,
+    parse_modelengine,
+)
 from modelengine.errors import first_line
 from modelengine.logs import redact
 from modelengine.operator.build_jobs import LABEL_KEY
 from modelengine.operator.builds import Builds
 from modelengine.operator.config import OperatorConfig
-from modelengine.operator.digests import DigestCache
 from modelengine.operator.engines import EngineStates, refused
 from modelengine.operator.informers import Informers, key_of
 from modelengine.operator.kube import ApiError, KubeApi
@@ -44,6 +49,7 @@ from modelengine.operator.plan import Plan, make_plan
 from modelengine.operator.release_record import publish_release
 from modelengine.operator.retention import Retention
 from modelengine.operator.serving import ServingSync
+from modelengine.operator.sources import ModelSources, SourceError
 from modelengine.operator.status import desired_status, differs, parse_status
 from modelengine.operator.status_writer import EventPoster, StatusWriter
 from modelengine.operator.storage import StoreProvider
@@ -60,7 +66,6 @@ class Controller:
         config: OperatorConfig,
         api: KubeApi,
         stores: StoreProvider,
-        digests: DigestCache | None = None,
         metrics: Metrics | None = None,
         post_event: EventPoster | None = None,
         elector: LeaseElector | None = None,
@@ -68,7 +73,6 @@ class Controller:
         self.config = config
         self.api = api
         self.stores = stores
-        self.digests = digests or DigestCache()
         self.metrics = metrics or Metrics()
         self.elector = elector
         self.namespaces: list[str] = []  # watched namespaces; empty = all
@@ -92,6 +96,9 @@ class Controller:
         )
         self.retention = Retention(
             api=api, stores=stores, cache=self.cache, post_event=lambda: self.status.post_event
+        )
+        self.sources = ModelSources(
+            api=api, stores=stores, cache=self.cache, builds=self.builds, config=config
         )
         self.serving = ServingSync(api=api, config=config)
         self._workers: list[asyncio.Task[None]] = []
@@ -197,10 +204,12 @@ class Controller:
         if me is None:
             return
         await self.retention.ensure_finalizer(key, body, me.spec.retention_policy)
-        digest = await self._model_digest(key, body, me, generation)
+        store = await self._store(key, body, me, generation)
+        digest = await self._model_digest(key, body, me, generation, store)
+        if digest is None:
+            return  # resolving the source, or failed to: status says which
         plan = self._plan(me, digest, current.engines)
         self.cache.set_plan(key, {p.build_key for p in plan.targets})
-        store = await self._store(key, body, me, generation, digest)
         previous = {e.build_key: e for e in current.engines}
         engines = [
             await self.engines.status_of(key, body, me, planned, store, previous.get(planned.build_key))
@@ -225,7 +234,7 @@ class Controller:
     async def _parse(self, key: Key, body: dict[str, Any], generation: int | None) -> ModelEngine | None:
         """The spec as the API models read it; an invalid one is reported in status."""
         try:
-            return parse_modelengine(
+            me = parse_modelengine(
                 {
                     "apiVersion": body.get("apiVersion"),
                     "kind": body.get("kind"),
@@ -233,6 +242,11 @@ class Controller:
                     "spec": body.get("spec"),
                 }
             )
+            # Admission refuses these too (CEL); an older CRD may not have, so say it here.
+            problems = cluster_source_problems(me.spec)
+            if problems:
+                raise SpecError(problems)
+            return me
         except SpecError as err:
             desired = desired_status(
                 engines=[],
@@ -248,13 +262,36 @@ class Controller:
             return None
 
     async def _model_digest(
-        self, key: Key, body: dict[str, Any], me: ModelEngine, generation: int | None
-    ) -> str:
+        self, key: Key, body: dict[str, Any], me: ModelEngine, generation: int | None, store: ObjectStore
+    ) -> str | None:
+        """The model's digest from its source record; None while a resolve Job works on it."""
+        source = me.spec.model.source
         try:
-            return await self.digests.digest(me.spec.model, endpoint_url=me.spec.storage.endpoint_url)
-        except (StoreError, OSError, ValueError) as err:
-            message = f"spec.model.source {me.spec.model.source}: {redact(first_line(err))}"
-            await self._fail(key, body, generation, None, message)
+            resolution = await self.sources.resolve(key, body, me, store)
+        except SourceError as err:
+            await self._fail(key, body, generation, None, f"spec.model.source {source}: {err}")
+        except (StoreError, OSError) as err:
+            await self._fail(
+                key, body, generation, None, f"spec.model.source {source}: {redact(first_line(err))}"
+            )
+        if resolution.digest is not None:
+            return resolution.digest
+        self.cache.set_plan(key, {resolution.resolve_key} if resolution.resolve_key else set())
+        desired = desired_status(
+            engines=[],
+            skipped=[],
+            orphaned=[],
+            generation=generation,
+            model_digest=None,
+            current=parse_status(body.get("status")),
+            waiting=resolution.waiting,
+            error=f"spec.model.source {source}: {resolution.failed}" if resolution.failed else None,
+            error_reason="ResolveFailed",
+        )
+        await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
+        if resolution.failed and resolution.failed.startswith("the API server refused"):
+            self._report_refused(key, body, [resolution.failed])
+        return None
 
     def _plan(self, me: ModelEngine, digest: str, previous: list[Any]) -> Plan:
         backends = {effective_backend(me.spec, t) for t in me.spec.targets}
@@ -268,12 +305,12 @@ class Controller:
         )
 
     async def _store(
-        self, key: Key, body: dict[str, Any], me: ModelEngine, generation: int | None, digest: str
+        self, key: Key, body: dict[str, Any], me: ModelEngine, generation: int | None
     ) -> ObjectStore:
         try:
             return await self.stores.store_for(key[0], me.spec.storage)
         except StoreError as err:
-            await self._fail(key, body, generation, digest, f"spec.storage: {redact(str(err))}")
+            await self._fail(key, body, generation, None, f"spec.storage: {redact(first_line(err))}")
 
     async def _fail(
         self, key: Key, body: dict[str, Any], generation: int | None, digest: str | None, message: str

@@ -22,7 +22,6 @@ Event and retries with backoff instead of retrying silently.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -32,7 +31,6 @@ from modelengine.logs import redact
 from modelengine.operator.build_jobs import (
     LABEL_NAME,
     build_job,
-    job_failure_reason,
     job_name,
     job_state,
 )
@@ -68,7 +66,6 @@ class EngineStates:
         self._metrics = metrics
         self._config = config
         self._manifests: dict[tuple[str, str], EngineManifest] = {}
-        self._failures: dict[Key, str] = {}  # failed job → the builder's reason
         self._counted: set[Key] = set()  # finished jobs already counted in metrics
 
     async def status_of(
@@ -113,7 +110,7 @@ class EngineStates:
             config=self._config,
         )
         try:
-            await self._builds.start(key, manifest_job, target)
+            await self._builds.start(key, manifest_job, kind=target.name)
         except ApiError as err:
             if not 400 <= err.status < 500 or err.status == 429:
                 raise  # the server or the network: retried with backoff, nothing to report
@@ -138,7 +135,7 @@ class EngineStates:
             if not ours:
                 self._metrics.cache_hits.inc()  # built for another ModelEngine: a cache hit here
             return _ready(base, manifest, store, job_name=name if ours else None, cached=not ours)
-        reason = await self._failure_reason(key[0], job)
+        reason = await self._builds.failure_reason(key[0], job)
         self._count_finished((key[0], name), base.target, None, ok=False)
         return _failed(base, name, reason)
 
@@ -161,27 +158,6 @@ class EngineStates:
                 self._metrics.build_duration.labels(target=target).observe(seconds)
         else:
             self._metrics.builds_failed.labels(target=target).inc()
-
-    async def _failure_reason(self, namespace: str, job: dict[str, Any]) -> str:
-        name = job["metadata"]["name"]
-        cached = self._failures.get((namespace, name))
-        if cached is not None:
-            return cached
-        reason = None
-        try:
-            pods = await self._api.job_pods(namespace, name)
-        except ApiError as err:
-            log.warning("cannot read the Pods of %s/%s: %s", namespace, name, err)
-            pods = []
-        for pod in sorted(
-            pods, key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True
-        ):
-            reason = termination_reason(pod)
-            if reason:
-                break
-        reason = redact(reason or job_failure_reason(job))
-        self._failures[(namespace, name)] = reason
-        return reason
 
 
 def refused(engine: EngineStatus) -> bool:
@@ -217,23 +193,3 @@ def _ready(
             "reason": None,
         }
     )
-
-
-def termination_reason(pod: dict[str, Any]) -> str | None:
-    """The builder's one-line reason from its termination message (JSON summary or text)."""
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        terminated = ((status.get("state") or {}).get("terminated")) or (
-            (status.get("lastState") or {}).get("terminated")
-        )
-        if not terminated:
-            continue
-        message = (terminated.get("message") or "").strip()
-        if not message:
-            continue
-        try:
-            summary = json.loads(message)
-        except ValueError:
-            return first_line(message, limit=500)
-        if isinstance(summary, dict) and summary.get("reason"):
-            return str(summary["reason"])[:1000]
-    return None

@@ -66,11 +66,30 @@ def desired_status(
     current: ModelEngineStatus | None,
     problems: list[str] | None = None,
     error: str | None = None,
+    error_reason: str = "PlanningFailed",
+    waiting: str | None = None,
 ) -> ModelEngineStatus:
-    """The status a ModelEngine should have; `problems` = invalid spec, `error` = cannot plan."""
+    """The status a ModelEngine should have.
+
+    `problems`: the spec is invalid; `error` (with `error_reason`): nothing can be planned;
+    `waiting`: nothing can be planned yet (the model source is being resolved).
+    """
     conds = {c.type: c for c in (current.conditions if current is not None else [])}
+    if waiting and not (problems or error):
+        return ModelEngineStatus(
+            phase=Phase.PENDING,
+            observed_generation=generation,
+            model_digest=model_digest,
+            targets_ready="0/0",
+            conditions=[
+                _condition("Ready", False, "Resolving", waiting, generation, conds),
+                _condition("Building", True, "Resolving", waiting, generation, conds),
+                _condition("Failed", False, "NoFailures", "", generation, conds),
+            ],
+            message=waiting,
+        )
     if problems or error:
-        reason = "InvalidSpec" if problems else "PlanningFailed"
+        reason = "InvalidSpec" if problems else error_reason
         message = "\n".join(problems) if problems else (error or "")
         return ModelEngineStatus(
             phase=Phase.FAILED,

@@ -1,7 +1,9 @@
 """Store access for the operator: one client per (store, credentials), from the Secret.
 
-The operator reads manifests and writes release records with the credentials of the
-Secret the ModelEngine references (the same one its builder Jobs get through `envFrom`),
+The operator reads manifests and source records and writes release records with the
+credentials of the Secret the ModelEngine references — the same one its builder Jobs get
+through `envFrom`, read the same way (`store.s3.s3_client`: access keys, session token,
+region and `AWS_ENDPOINT_URL`), so one Secret can never send the two to different places —
 or with its own ambient credentials (IRSA, env) when the spec names none. Secrets are read
 once and cached briefly, so 500 ModelEngines sharing one Secret cost one GET; their values
 live only in the boto3 client, never in a status, event or log line.
@@ -12,16 +14,22 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from modelengine.api.models import StorageSpec
 from modelengine.store.base import ObjectStore, StoreError
 from modelengine.store.open import open_store
+from modelengine.store.s3 import S3Store, s3_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 SecretReader = Callable[[str, str], Awaitable[dict[str, str] | None]]
 """(namespace, name) → the Secret's base64 `data`, or None when it does not exist."""
 
 SECRET_TTL_SECONDS = 300.0
+_ClientKey = tuple[str | None, str | None, tuple[tuple[str, str], ...] | None]
 
 
 class StoreProvider:
@@ -29,11 +37,13 @@ class StoreProvider:
         self._read_secret = read_secret
         self._clock = clock
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
-        self._stores: dict[tuple[str, str | None, str | None, tuple[tuple[str, str], ...]], ObjectStore] = {}
+        self._clients: dict[_ClientKey, S3Client] = {}
+        self._stores: dict[tuple[str, _ClientKey], ObjectStore] = {}
 
-    async def _credentials(self, namespace: str, storage: StorageSpec) -> dict[str, str]:
+    async def _credentials(self, namespace: str, storage: StorageSpec) -> dict[str, str] | None:
+        """The Secret's keys, or None (this process's own credentials) when the spec names none."""
         if storage.secret_ref is None:
-            return {}
+            return None
         key = (namespace, storage.secret_ref.name)
         cached = self._secrets.get(key)
         if cached is not None and self._clock() - cached[0] < SECRET_TTL_SECONDS:
@@ -45,33 +55,31 @@ class StoreProvider:
         self._secrets[key] = (self._clock(), decoded)
         return decoded
 
-    async def store_for(self, namespace: str, storage: StorageSpec) -> ObjectStore:
+    async def s3_client_for(self, namespace: str, storage: StorageSpec) -> S3Client:
+        """An S3 client with the ModelEngine's credentials (for model sources' metadata)."""
         creds = await self._credentials(namespace, storage)
-        region = storage.region or creds.get("AWS_REGION") or creds.get("AWS_DEFAULT_REGION")
-        key = (storage.uri, storage.endpoint_url, region, tuple(sorted(creds.items())))
+        key: _ClientKey = (
+            storage.endpoint_url,
+            storage.region,
+            tuple(sorted(creds.items())) if creds is not None else None,
+        )
+        client = self._clients.get(key)
+        if client is None:
+            client = s3_client(endpoint_url=storage.endpoint_url, region=storage.region, credentials=creds)
+            self._clients[key] = client
+        return client
+
+    async def store_for(self, namespace: str, storage: StorageSpec) -> ObjectStore:
+        if urlparse(storage.uri).scheme != "s3":
+            return open_store(storage.uri, endpoint_url=storage.endpoint_url, region=storage.region)
+        client = await self.s3_client_for(namespace, storage)
+        creds = await self._credentials(namespace, storage)
+        key = (storage.uri, (storage.endpoint_url, storage.region, tuple(sorted((creds or {}).items()))))
         store = self._stores.get(key)
         if store is None:
-            store = _open(storage, region, creds)
+            bucket, _, prefix = storage.uri[len("s3://") :].partition("/")
+            if not bucket:
+                raise StoreError(f"store URI {storage.uri!r} has no bucket")
+            store = S3Store(bucket, prefix, client=client)
             self._stores[key] = store
         return store
-
-
-def _open(storage: StorageSpec, region: str | None, creds: dict[str, str]) -> ObjectStore:
-    if not storage.uri.startswith("s3://") or not creds.get("AWS_ACCESS_KEY_ID"):
-        return open_store(storage.uri, endpoint_url=storage.endpoint_url, region=region)
-    import boto3
-    from botocore.config import Config
-
-    from modelengine.store.s3 import S3Store
-
-    client: Any = boto3.client(
-        "s3",
-        endpoint_url=storage.endpoint_url,
-        region_name=region or "us-east-1",
-        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=creds.get("AWS_SESSION_TOKEN"),
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10),
-    )
-    bucket, _, prefix = storage.uri[len("s3://") :].partition("/")
-    return S3Store(bucket, prefix, endpoint_url=storage.endpoint_url, region=region, client=client)
