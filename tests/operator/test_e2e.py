@@ -522,3 +522,58 @@ def test_namespace_scoped_operator_serves_only_its_namespaces(world: World) -> N
         assert (world.cluster.get("modelengines", NAMESPACE, "scoped") or {}).get("status") is None
     finally:
         operator.stop()
+
+
+def test_a_253_character_name_gets_valid_labels_and_names_and_is_ready(world: World) -> None:
+    # The fake API refuses label values over 63 characters or ending in `-`, as a real one does.
+    name = ("m" * 60 + "-") * 4 + "x" * 9
+    assert len(name) == 253
+    operator = world.operator()
+    try:
+        world.apply(
+            world.modelengine(name, targets=[{"cpu": True}], serving={"minReplicas": 1, "maxReplicas": 2})
+        )
+        status = wait_for(_phase(world, name, "Ready"), timeout=120, what="Ready")
+        assert status["targetsReady"] == "1/1"
+        (job,) = world.jobs()
+        labels = job["metadata"]["labels"]
+        assert all(len(v) <= 63 and v[-1].isalnum() for v in labels.values()), labels
+        assert labels["modelengine.io/name"] != name[:63]  # hash-suffixed, not cut at a `-`
+        deployment = wait_for(
+            lambda: (
+                world.cluster.objects("deployments", NAMESPACE)
+                and world.cluster.objects("deployments", NAMESPACE)
+            ),
+            what="serving Deployment",
+        )[0]
+        assert len(deployment["metadata"]["name"]) <= 63 and deployment["metadata"]["name"].endswith(
+            "-runtime"
+        )
+    finally:
+        operator.stop()
+
+
+def test_an_object_the_server_refuses_is_reported_and_retried_with_backoff(world: World) -> None:
+    jobs_path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+    world.cluster.inject(lambda k: k[f"post {jobs_path}"][:1] << 422)
+    operator = world.operator(options={"retry_seconds": 0.5})
+    try:
+        world.apply(world.modelengine("refused", targets=[{"cpu": True}]))
+        events = wait_for(
+            lambda: [e for e in world.events("refused") if e["reason"] == "CreateRefused"], what="an Event"
+        )
+        assert "me-resolve-" in events[0]["message"] and "HTTP 422" in events[0]["message"]
+        # The refusal reached the status too (KMock stores the object despite its 422, so the
+        # next reconcile may move on quickly: read the patch the operator sent).
+        patches = [
+            r.data
+            for r in world.cluster.requests()
+            if r.url.path.endswith("/modelengines/refused/status") and isinstance(r.data, dict)
+        ]
+        failed = [p["status"] for p in patches if (p.get("status") or {}).get("phase") == "Failed"]
+        assert failed and "the API server refused Job me-resolve-" in failed[0]["message"]
+        # Retried with backoff, not given up: the next create goes through and the build finishes.
+        wait_for(_phase(world, "refused", "Ready"), timeout=120, what="Ready after the retry")
+        assert operator.controller.metrics.value("modelengine_reconciles_total", {"result": "retry"}) >= 1
+    finally:
+        operator.stop()
