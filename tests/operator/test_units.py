@@ -322,3 +322,38 @@ def test_the_operator_imports_no_build_or_runtime_code() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("phases", "kwargs", "ready", "reconciling", "stalled"),
+    [
+        (["Ready", "Ready"], {}, "True", "False", "False"),
+        (["Ready", "Building"], {}, "False", "True", "False"),
+        (["Queued"], {}, "False", "True", "False"),
+        (["Ready", "Failed"], {}, "False", "False", "True"),
+        (["Failed", "Building"], {}, "False", "True", "False"),  # still working: not stalled yet
+        ([], {"waiting": "resolving the model source (Job me-resolve-x)"}, "False", "True", "False"),
+        ([], {"problems": ["spec.a: bad"]}, "False", "False", "True"),
+        ([], {"error": "frozen branch flips", "error_reason": "ResolveFailed"}, "False", "False", "True"),
+        ([], {"error": "store unreachable"}, "False", "True", "False"),  # transient: retried
+        ([], {}, "False", "True", "False"),  # waiting for GPU nodes
+    ],
+)
+def test_kstatus_conditions(
+    phases: list[str], kwargs: dict[str, Any], ready: str, reconciling: str, stalled: str
+) -> None:
+    engines = [_engine(f"t{i}", p, "boom" if p == "Failed" else None) for i, p in enumerate(phases)]
+    status = desired_status(
+        engines=engines, skipped=[], orphaned=[], generation=3, model_digest="d", current=None, **kwargs
+    ).to_wire()
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert (conds["Ready"]["status"], conds["Reconciling"]["status"], conds["Stalled"]["status"]) == (
+        ready,
+        reconciling,
+        stalled,
+    )
+    assert all(c["observedGeneration"] == 3 for c in conds.values())
+    assert status["observedGeneration"] == 3
+    for ctype in ("Reconciling", "Stalled"):
+        if conds[ctype]["status"] == "True":
+            assert conds[ctype]["reason"] and conds[ctype]["message"] is not None

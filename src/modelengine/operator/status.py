@@ -1,5 +1,11 @@
 """Status from engine states: phase, targetsReady, conditions — and whether it changed.
 
+Conditions follow the kstatus conventions Flux and Argo CD's generic health read:
+`Ready` (True only when every engine is built), `Reconciling` (True while work is under
+way or a transient failure is being retried) and `Stalled` (True when nothing will change
+without a spec edit: an invalid spec, a model the resolve step refused, a failed build),
+each with `observedGeneration`; `Building` and `Failed` stay for `kubectl describe` readers.
+
 Pure functions over the API's own types (`ModelEngineStatus`, `EngineStatus`,
 `Condition`), the ones the CRD schema is generated from: the status shape has one
 definition. The controller builds the desired status for a ModelEngine and patches only
@@ -85,6 +91,9 @@ def desired_status(
                 _condition("Ready", False, "Resolving", waiting, generation, conds),
                 _condition("Building", True, "Resolving", waiting, generation, conds),
                 _condition("Failed", False, "NoFailures", "", generation, conds),
+                *_kstatus(
+                    reconciling=("Resolving", waiting), stalled=None, generation=generation, conds=conds
+                ),
             ],
             message=waiting,
         )
@@ -101,6 +110,13 @@ def desired_status(
                 _condition("Ready", False, reason, message, generation, conds),
                 _condition("Building", False, reason, "", generation, conds),
                 _condition("Failed", True, reason, message, generation, conds),
+                *_kstatus(
+                    # A store or network fault is retried; the rest needs a spec edit.
+                    reconciling=("Retrying", message) if reason in _TRANSIENT else None,
+                    stalled=None if reason in _TRANSIENT else (reason, message),
+                    generation=generation,
+                    conds=conds,
+                ),
             ],
             message=message,
         )
@@ -148,9 +164,56 @@ def desired_status(
                 generation,
                 conds,
             ),
+            *_kstatus(
+                reconciling=_reconciling(phase, building, notes),
+                stalled=("BuildFailed", fail_msg)
+                if failed and not building
+                else (("NoBuildableTarget", fail_msg) if no_target else None),
+                generation=generation,
+                conds=conds,
+            ),
         ],
         message="; ".join(notes) or None,
     )
+
+
+_TRANSIENT = ("PlanningFailed",)
+
+
+def _reconciling(phase: Phase, building: list[EngineStatus], notes: list[str]) -> tuple[str, str] | None:
+    if building:
+        return "BuildsRunning", ", ".join(f"{e.target} ({e.phase.value})" for e in building)
+    if phase is Phase.PENDING:
+        return "Waiting", "; ".join(notes)
+    return None
+
+
+def _kstatus(
+    *,
+    reconciling: tuple[str, str] | None,
+    stalled: tuple[str, str] | None,
+    generation: int | None,
+    conds: dict[str, Condition],
+) -> list[Condition]:
+    """kstatus' abnormal-true pair: each True only while it holds, with a reason."""
+    return [
+        _condition(
+            "Reconciling",
+            reconciling is not None,
+            reconciling[0] if reconciling else "Reconciled",
+            reconciling[1] if reconciling else "",
+            generation,
+            conds,
+        ),
+        _condition(
+            "Stalled",
+            stalled is not None,
+            stalled[0] if stalled else "NotStalled",
+            stalled[1] if stalled else "",
+            generation,
+            conds,
+        ),
+    ]
 
 
 def _failure_line(engine: EngineStatus) -> str:
