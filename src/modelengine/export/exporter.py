@@ -246,6 +246,7 @@ def _export_onnx(
         raise ExportError(
             f"spec.export.outputs names {len(spec.export.outputs)} output(s) but the ONNX model has {len(outputs)}"
         )
+    _check_output_names(spec, [o.name for o in outputs])
     warnings = list(traced.warnings)
     for b in traced.frozen:
         warnings.append(
@@ -382,6 +383,16 @@ def _kept_reports(
             for site in scripted_sites[: len(nodes)]
         ] + reports[len(scripted_sites) :]
     return reports
+
+
+def _check_output_names(spec: ModelEngineSpec, onnx_outputs: list[str]) -> None:
+    """Every output the spec names must be one the model has, as inputs are checked."""
+    for i, name in enumerate(spec.export.outputs):
+        if name not in onnx_outputs:
+            have = ", ".join(onnx_outputs) or "none"
+            raise ExportError(
+                f"spec.export.outputs[{i}]: the ONNX model has no output `{name}` (it has: {have})"
+            )
 
 
 def _input_infos(spec: ModelEngineSpec, proto: Any) -> list[TensorInfo]:

@@ -16,6 +16,8 @@ Every failure becomes one `ExportError` line naming the file and the first cause
 from __future__ import annotations
 
 import importlib
+import pickle
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -162,6 +164,27 @@ def _forget_foreign(module_name: str, root: Path) -> None:
         del sys.modules[name]
 
 
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+# PyTorch's wrapping of a weights-only refusal: advice to disable the check, and boilerplate.
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "Re-running")
+
+
+def weights_only_refusal(err: BaseException) -> str:
+    """The root cause of a weights-only refusal, without PyTorch's advice to turn it off."""
+    text = str(err)
+    found = _GLOBAL.search(text)
+    if found:
+        return (
+            f"it references the Python global `{found.group(1)}`, which weights-only loading refuses: "
+            "loading it would run code from the file; save a state_dict of tensors or use safetensors"
+        )
+    lines = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(_TORCH_ADVICE)
+    ]
+    cause = lines[0].removeprefix("WeightsUnpickler error:").strip() if lines else first_line(err)
+    return f"not loadable weights-only ({cause}); save a state_dict of tensors or use safetensors"
+
+
 def _apply_weights(module: Any, path: Path) -> None:
     import torch
 
@@ -174,6 +197,8 @@ def _apply_weights(module: Any, path: Path) -> None:
             state: Any = load_file(str(path), device="cpu")
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ExportError(f"cannot read weights {path}: {weights_only_refusal(err)}") from None
     except Exception as err:
         raise ExportError(f"cannot read weights {path}: {first_line(err)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
