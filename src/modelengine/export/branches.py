@@ -11,6 +11,10 @@ Two tools, used by the exporter and the verifier alike:
   tells which branch the trace kept; running it on a probe tells whether the probe takes
   the other one. The tracer is only installed for that one forward pass and chains to
   whatever tracer (a coverage tool) was active before.
+- A conditional expression (`x if x.mean() > 0 else -x`) usually holds its condition and
+  both branches on one line, so the line tells nothing: for those the frame also gets
+  opcode events, and the branch is the one whose source columns hold the first
+  instruction that runs inside either branch (`co_positions`, Python 3.11+).
 - `capture_tracer_warnings(watch_branches=True)` does the same during the trace itself,
   saving the extra eager pass: when a bool-conversion warning arrives (from inside the
   conversion, before the user's frame goes on) it arms a line tracer on just that frame,
@@ -31,7 +35,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from modelengine.errors import first_line
@@ -112,10 +116,52 @@ def capture_tracer_warnings(*, watch_branches: bool = False) -> Iterator[TracerN
                 notes.other.append(text)
 
 
+# (line, column, end line, end column), as `ast` nodes and `code.co_positions()` give them
+Position = tuple[int, int, int, int]
+
+
 @dataclass(frozen=True)
 class _Span:
     test: tuple[int, int]  # lines of the condition
     body: tuple[int, int]  # lines of the `then` block
+    # A conditional expression's `then` and `else` values: they may share a line with the
+    # condition, so which one runs is told by the running instruction's position.
+    values: tuple[Position, Position] | None = None
+
+    def value_taken(self, frame: FrameType) -> str | None:
+        """`then`/`else` when the frame's current instruction lies in one of the values."""
+        assert self.values is not None
+        at = _instruction_position(frame.f_code, frame.f_lasti)
+        if at is None:
+            return None
+        for name, value in zip(("then", "else"), self.values, strict=True):
+            if _within(at, value):
+                return name
+        return None
+
+
+def _position(node: ast.expr) -> Position:
+    return (node.lineno, node.col_offset, node.end_lineno or node.lineno, node.end_col_offset or 0)
+
+
+def _within(inner: Position, outer: Position) -> bool:
+    return inner[:2] >= outer[:2] and (inner[2], inner[3]) <= (outer[2], outer[3])
+
+
+@functools.lru_cache(maxsize=256)
+def _positions(code: CodeType) -> tuple[tuple[int | None, int | None, int | None, int | None], ...]:
+    return tuple(code.co_positions())
+
+
+def _instruction_position(code: CodeType, offset: int) -> Position | None:
+    positions = _positions(code)
+    index = offset // 2  # one entry per 2-byte code unit
+    if not 0 <= index < len(positions):
+        return None
+    line, end_line, col, end_col = positions[index]
+    if line is None or end_line is None or col is None or end_col is None:
+        return None
+    return (line, col, end_line, end_col)
 
 
 def _spans(file: str) -> tuple[_Span, ...]:
@@ -128,8 +174,8 @@ def _spans(file: str) -> tuple[_Span, ...]:
 
 @functools.lru_cache(maxsize=64)
 def _parsed_spans(file: str, mtime_ns: int, size: int) -> tuple[_Span, ...]:
-    """`if`/`while` spans of a source file, parsed once per version of the file (every
-    export and verification probe asks again)."""
+    """`if`/`while`/conditional-expression spans of a source file, parsed once per version
+    of the file (every export and verification probe asks again)."""
     try:
         tree = ast.parse(Path(file).read_text())
     except (OSError, SyntaxError, ValueError):
@@ -140,11 +186,15 @@ def _parsed_spans(file: str, mtime_ns: int, size: int) -> tuple[_Span, ...]:
             end = node.test.end_lineno or node.test.lineno
             body_end = node.body[-1].end_lineno or node.body[-1].lineno
             spans.append(_Span((node.test.lineno, end), (node.body[0].lineno, body_end)))
+        elif isinstance(node, ast.IfExp):
+            end = node.test.end_lineno or node.test.lineno
+            body = _position(node.body)
+            spans.append(_Span((node.test.lineno, end), (body[0], body[2]), (body, _position(node.orelse))))
     return tuple(spans)
 
 
 def statement_span(site: Site) -> _Span | None:
-    """The innermost `if`/`while` whose condition covers the site's line."""
+    """The innermost `if`/`while`/conditional expression whose condition covers the site's line."""
     best = None
     for span in _spans(site.file):
         lo, hi = span.test
@@ -182,6 +232,8 @@ class _BranchWatcher:
         if all(s != site for s, _ in pending):
             pending.append((site, span))
         frame.f_trace_lines = True
+        if span.values is not None:
+            frame.f_trace_opcodes = True
         frame.f_trace = self._local
         if not self._installed:
             # Line events reach a frame's f_trace only while some tracer is installed; this
@@ -197,7 +249,7 @@ class _BranchWatcher:
         if not pending or event == "return":
             self._pending.pop(frame, None)
             return None
-        if event != "line":
+        if event not in ("line", "opcode"):
             return self._local
         now = frame.f_lineno
         waiting = []
@@ -205,7 +257,13 @@ class _BranchWatcher:
             lo, hi = span.test
             if site in self.taken:
                 continue
-            if lo <= now <= hi:
+            if span.values is not None:
+                value = span.value_taken(frame) if event == "opcode" else None
+                if value is None:
+                    waiting.append((site, span))
+                else:
+                    self.taken[site] = value
+            elif event != "line" or lo <= now <= hi:
                 waiting.append((site, span))
             else:
                 self.taken[site] = "then" if span.body[0] <= now <= span.body[1] else "else"
@@ -213,6 +271,7 @@ class _BranchWatcher:
             self._pending[frame] = waiting
             return self._local
         del self._pending[frame]
+        frame.f_trace_opcodes = False
         return None
 
     def stop(self) -> None:
@@ -221,6 +280,7 @@ class _BranchWatcher:
             self._installed = False
         for frame in self._pending:
             frame.f_trace = None
+            frame.f_trace_opcodes = False
         self._pending.clear()
 
 
@@ -237,8 +297,18 @@ class BranchRecorder:
         for site, span in self._spans.items():
             if span is not None:
                 by_file.setdefault(site.file, []).append((site, span))
+        by_opcode = {
+            file for file, spans in by_file.items() if any(span.values is not None for _, span in spans)
+        }
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                for site, span in by_file.get(frame.f_code.co_filename, []):
+                    if span.values is not None and site not in taken:
+                        value = span.value_taken(frame)
+                        if value is not None:
+                            taken[site] = value
+                return local
             if event != "line":
                 return local
             prev = _prev.get(frame)
@@ -248,7 +318,7 @@ class BranchRecorder:
                 return local
             for site, span in by_file.get(frame.f_code.co_filename, []):
                 lo, hi = span.test
-                if site in taken or not (lo <= prev <= hi) or lo <= now <= hi:
+                if span.values is not None or site in taken or not (lo <= prev <= hi) or lo <= now <= hi:
                     continue
                 taken[site] = "then" if span.body[0] <= now <= span.body[1] else "else"
             return local
@@ -259,6 +329,8 @@ class BranchRecorder:
         def global_trace(frame: FrameType, event: str, arg: Any) -> Any:
             chained = outer(frame, event, arg) if outer is not None else None  # type: ignore[arg-type]
             if frame.f_code.co_filename in self._files:
+                if frame.f_code.co_filename in by_opcode:
+                    frame.f_trace_opcodes = True
                 return local
             return chained
 
