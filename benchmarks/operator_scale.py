@@ -3,6 +3,7 @@
     python benchmarks/operator_scale.py              # N = 500 (1,500 Jobs), one run
     python benchmarks/operator_scale.py --quick      # N = 10
     python benchmarks/operator_scale.py --sizes 100 500 --repeat 3
+    BENCH_PROFILE=/tmp/op.prof python benchmarks/operator_scale.py --sizes 200   # + cProfile
 
 One API server per N (KMock + tests/operator's KubeEmulator, served over HTTPS with a
 throwaway CA, in this process), holding N ModelEngines in namespace `bench-base` and N in
@@ -321,9 +322,10 @@ def run_baseline(bench: Bench, n: int) -> dict[str, float]:
         stop(proc)
 
 
-def run_operator(bench: Bench, n: int, store: Path) -> dict[str, float]:
-    argv = [
+def operator_argv(profile: str | None) -> list[str]:
+    return [
         sys.executable,
+        *(["-m", "cProfile", "-o", profile] if profile else []),
         "-m",
         "modelengine.cli",
         "operator",
@@ -341,6 +343,11 @@ def run_operator(bench: Bench, n: int, store: Path) -> dict[str, float]:
         "--status-interval",
         "60",
     ]
+
+
+def run_operator(bench: Bench, n: int, store: Path) -> dict[str, float]:
+    profile = os.environ.get("BENCH_PROFILE")  # a path: the operator runs under cProfile (its event loop)
+    argv = operator_argv(profile)
     agents = (OPERATOR_AGENT, KOPF_AGENT)
     mark, conn_mark = len(bench.cluster.requests()), bench.cluster.connections.opened
     t0 = time.perf_counter()
@@ -387,7 +394,7 @@ def run_operator(bench: Bench, n: int, store: Path) -> dict[str, float]:
 
     # Restart with everything Ready: count writes until the new process is idle.
     mark = len(bench.cluster.requests())
-    proc = bench.start(argv)
+    proc = bench.start(operator_argv(f"{profile}.restart" if profile else None))
     try:
         quiet_for(bench, agents, 3.0, 120, mark)
         restart_writes = [r for r in bench.requests_by(agents, mark) if is_write(r)]
