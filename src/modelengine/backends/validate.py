@@ -16,8 +16,11 @@ meet fp32 tolerances:
     int8, fp8   1e-1        1e-1         quantized activations/weights
 
 Where the backend cannot execute here (TensorRT / TRT-RTX without a suitable GPU), the
-check is build-only: the figures say `ran=False, passed=True` with a note, and the
-runtime validates again when it loads the engine on the GPU.
+check is build-only: the figures say `ran=False, passed=True` with a note. The numeric
+check then happens where the engine runs: the builder records golden samples (inputs at
+the profile's min, opt and max shapes with their ONNX reference outputs and these
+tolerances, see `backends.golden`) and the runtime runs them after loading the engine,
+before it reports ready (acceptance at load), for every backend alike.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 from modelengine.api.models import Precision
 from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import Backend, BackendError
+from modelengine.store.golden import GoldenSample
 from modelengine.store.manifest import ValidationFigures
 
 TOLERANCE_FLOORS: dict[Precision, tuple[float, float]] = {
@@ -79,18 +83,22 @@ def random_feeds(
         feed: dict[str, np.ndarray] = {}
         for t in inputs:
             options = shapes[t.name]
-            shape = options[i % len(options)]
-            dtype = np.dtype(t.dtype)
-            if dtype.kind == "f":
-                feed[t.name] = rng.standard_normal(shape).astype(dtype)
-            elif dtype.kind == "b":
-                feed[t.name] = rng.integers(0, 2, shape).astype(bool)
-            else:  # small non-negative ints: safe as indices, token ids, counts
-                feed[t.name] = rng.integers(0, 2, shape).astype(dtype)
+            feed[t.name] = random_tensor(rng, options[i % len(options)], t.dtype)
         yield feed
 
 
-def _reference(onnx_path: Path) -> Any:
+def random_tensor(rng: np.random.Generator, shape: Sequence[int], dtype_name: str) -> np.ndarray:
+    """Standard normal floats; booleans and small non-negative ints (safe as indices, token ids)."""
+    dtype = np.dtype(dtype_name)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(bool)
+    return rng.integers(0, 2, shape).astype(dtype)
+
+
+def reference_session(onnx_path: Path) -> Any:
+    """ONNX Runtime on the CPU: the reference every engine is compared with."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -110,7 +118,10 @@ def validate_engine(
     atol: float,
     outputs: list[TensorInfo] | None = None,
     seed: int = 0,
+    golden: Sequence[GoldenSample] = (),
 ) -> ValidationFigures:
+    """Raises `ValidationFailed`; with `golden`, the engine must also pass the acceptance
+    check the runtime will run at load (`backends.golden.check_golden`)."""
     rtol, atol = tolerances(precision, rtol, atol)
     ok, why = backend.can_execute()
     if not ok:
@@ -123,11 +134,11 @@ def validate_engine(
             passed=True,
             ran=False,
             note=f"build-only check: {backend.name.value} engines cannot run here ({why}); "
-            "the runtime validates again when it loads the engine on the GPU",
+            "the runtime checks the golden samples when it loads the engine on the GPU",
         )
     engine = backend.load(engine_path, inputs=inputs, outputs=outputs or [])
     try:
-        reference = _reference(onnx_path)
+        reference = reference_session(onnx_path)
         names = [o.name for o in reference.get_outputs()]
         worst_abs = worst_rel = 0.0
         failure: str | None = None
@@ -147,7 +158,7 @@ def validate_engine(
                         or f"output {name}: shape {list(a.shape)}, reference {list(b.shape)} (inputs {shape})"
                     )
                     continue
-                abs_err, rel_err, bad = _compare(a, b, rtol, atol)
+                abs_err, rel_err, bad = compare_outputs(a, b, rtol, atol)
                 worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, rel_err)
                 if bad and failure is None:
                     failure = (
@@ -155,6 +166,11 @@ def validate_engine(
                         f"max abs error {abs_err:.3g} (atol {atol:g}), max rel error {rel_err:.3g} (rtol {rtol:g}), "
                         f"{bad} element(s) outside atol + rtol*|ref|"
                     )
+        if golden and failure is None:
+            from modelengine.backends.golden import check_golden  # it imports this module
+
+            accepted = check_golden(engine, golden, rtol=rtol, atol=atol)
+            failure = None if accepted.passed else f"the acceptance check would fail: {accepted.failure}"
     finally:
         engine.close()
     figures = ValidationFigures(
@@ -172,7 +188,7 @@ def validate_engine(
     return figures
 
 
-def _compare(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> tuple[float, float, int]:
+def compare_outputs(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> tuple[float, float, int]:
     """(max abs error, max rel error, elements outside tolerance); NaN where both are NaN is equal."""
     if got.dtype.kind not in "fc" or want.dtype.kind not in "fc":
         diff = got.astype(np.float64) - want.astype(np.float64)

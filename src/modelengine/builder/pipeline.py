@@ -3,8 +3,9 @@
     model digest ─────────┬─ per target: build key → manifest in store? ─ yes → cached (no work)
                           └─ any miss: ONNX in store? ─ no → load, export, verify → upload ONNX,
                                                                  export.json LAST
-                             per missing target: timing cache → build → validate
-                                                 → upload engine, manifest LAST → timing cache
+                             per missing target: timing cache → build → golden samples → validate
+                                                 → upload engine, golden samples, manifest LAST
+                                                 → timing cache
 
 The model digest comes from the store's source record when there is one (a cluster
 source: `s3://` or a path inside the builder image, see `store.sources`), so a build whose
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelengine.api.models import BackendName, ModelEngine, ModelFormat
 from modelengine.api.targets import ResolvedTarget, build_key, export_digest
@@ -37,8 +38,9 @@ from modelengine.errors import BuildFailed, first_line, utc_now
 from modelengine.store.base import NotFound, ObjectStore
 from modelengine.store.digest import digest_local
 from modelengine.store.export_record import EXPORT_RECORD_NAME, BranchRecord, ExportRecord, ExportVerification
+from modelengine.store.golden import GOLDEN_BASE_NAME, GoldenSample, encode_golden, sample_infos
 from modelengine.store.layout import engine_key, manifest_key, model_key, model_prefix, timing_cache_key
-from modelengine.store.manifest import EngineManifest, EngineTarget, ValidationFigures
+from modelengine.store.manifest import EngineManifest, EngineTarget, GoldenSamples, ValidationFigures
 from modelengine.store.open import fetch
 from modelengine.store.publish import publish_engine, read_manifest
 from modelengine.store.s3 import s3_client
@@ -50,6 +52,9 @@ from modelengine.store.sources import (
     read_source_record,
     source_identity,
 )
+
+if TYPE_CHECKING:
+    from modelengine.backends.golden import GoldenSet
 
 
 class PipelineError(BuildFailed):
@@ -346,15 +351,18 @@ class Pipeline:
             build_seconds = time.perf_counter() - build_start
             size = result.engine_path.stat().st_size
             t.detail = f"{target.name}: {size / 1e6:.2f} MB engine"
+        inputs = with_profiles(result.inputs, record.inputs)
+        outputs = result.outputs or record.outputs
         with self.timings.measure("validate", self.reporter, target.name) as t:
+            golden, golden_path = self._golden(onnx_path, inputs, outputs, out_dir)
             figures = self._validate(
-                backend, result.engine_path, onnx_path, with_profiles(result.inputs, record.inputs)
+                backend, result.engine_path, onnx_path, inputs, golden.samples if golden_path else []
             )
             t.detail = (
                 f"max abs error {figures.max_abs_error:.2e} (tolerance {figures.atol:g})"
                 if figures.ran
                 else (figures.note or "build-only check")
-            )
+            ) + f"; {len(golden.samples)} golden sample(s) for acceptance at load"
         manifest = EngineManifest(
             build_key=key,
             model_digest=self.model_digest(),
@@ -364,19 +372,24 @@ class Pipeline:
             target=EngineTarget(compute_capability=target.compute_capability, product=target.product),
             hardware_compatibility=self.spec.build.hardware_compatibility,
             precision=self.spec.build.precision.value,
-            inputs=with_profiles(result.inputs, record.inputs),
-            outputs=result.outputs or record.outputs,
+            inputs=inputs,
+            outputs=outputs,
             engine_file=backend.engine_file,
             sha256="",
             size=0,
             validation=figures,
+            golden=None if golden_path is None else golden_reference(golden, inputs),
             build_seconds=round(build_seconds, 3),
             created=utc_now(),
             builder=socket.gethostname(),
         )
         with self.timings.measure("upload", self.reporter, target.name) as t:
             final, ours = publish_engine(
-                self.store, engine_path=result.engine_path, base_name=backend.engine_file, manifest=manifest
+                self.store,
+                engine_path=result.engine_path,
+                base_name=backend.engine_file,
+                manifest=manifest,
+                golden_path=golden_path,
             )
             if result.timing_cache:
                 self.store.put_bytes(cache_key, result.timing_cache)
@@ -411,8 +424,44 @@ class Pipeline:
             inputs=tuple(record.inputs),
         )
 
+    def _golden(
+        self, onnx_path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo], out_dir: Path
+    ) -> tuple[GoldenSet, Path | None]:
+        """Golden samples from the ONNX reference, written beside the engine (None: none fit)."""
+        from modelengine.backends.golden import make_golden_samples
+
+        verify = self.spec.export.verify
+        try:
+            golden = make_golden_samples(
+                onnx_path,
+                inputs,
+                outputs,
+                precision=self.spec.build.precision,
+                rtol=verify.rtol,
+                atol=verify.atol,
+            )
+        except Exception as err:
+            raise PipelineError("validate", f"golden samples: {first_line(err)}") from None
+        if golden.note:
+            self.reporter.warn(f"golden samples: {golden.note}")
+        if not golden.samples:
+            self.reporter.warn(
+                "no golden sample fits the size cap: the runtime will load this engine unchecked"
+            )
+            return golden, None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / GOLDEN_BASE_NAME
+        names = {"input_names": [t.name for t in inputs], "output_names": [t.name for t in outputs]}
+        path.write_bytes(encode_golden(golden.samples, **names))
+        return golden, path
+
     def _validate(
-        self, backend: Backend, engine_path: Path, onnx_path: Path, inputs: list[TensorInfo]
+        self,
+        backend: Backend,
+        engine_path: Path,
+        onnx_path: Path,
+        inputs: list[TensorInfo],
+        golden: list[GoldenSample],
     ) -> ValidationFigures:
         from modelengine.backends.validate import validate_engine
 
@@ -427,6 +476,7 @@ class Pipeline:
                 samples=self._validate_samples,
                 rtol=verify.rtol,
                 atol=verify.atol,
+                golden=golden,
             )
         except Exception as err:
             raise PipelineError("validate", first_line(err)) from None
@@ -451,6 +501,19 @@ class Pipeline:
                 if err.stage in ("load", "export", "verify"):
                     shared_failure = err
         return outcomes
+
+
+def golden_reference(golden: GoldenSet, inputs: list[TensorInfo]) -> GoldenSamples:
+    """The manifest's `golden` field before publishing (file, sha256 and size are set then)."""
+    return GoldenSamples(
+        file=GOLDEN_BASE_NAME,
+        sha256="",
+        size=0,
+        rtol=golden.rtol,
+        atol=golden.atol,
+        samples=sample_infos(golden.samples, [t.name for t in inputs]),
+        note=golden.note,
+    )
 
 
 def with_profiles(built: list[TensorInfo], exported: list[TensorInfo]) -> list[TensorInfo]:

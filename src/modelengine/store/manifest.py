@@ -74,6 +74,80 @@ class ValidationFigures(_Doc):
     note: str | None = None
 
 
+MAX_GOLDEN_SAMPLES = 8
+MAX_GOLDEN_BYTES = 64 * 2**20  # the golden-samples file; store.golden bounds what it decodes to
+
+
+class GoldenSampleInfo(_Doc):
+    """One golden sample as the manifest lists it: which profile point, at which shapes."""
+
+    label: str  # min | opt | max | static
+    shapes: list[list[int]]  # per input, in the manifest's input order
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str, info: ValidationInfo) -> str:
+        return _match(TOKEN, value, "a sample label") if untrusted(info) else value
+
+    @field_validator("shapes")
+    @classmethod
+    def _shapes(cls, value: list[list[int]], info: ValidationInfo) -> list[list[int]]:
+        if untrusted(info) and (
+            len(value) > MAX_TENSORS or any(len(s) > 16 or any(not 0 <= d < 2**31 for d in s) for s in value)
+        ):
+            raise ValueError("shapes out of range (at most 256 inputs of rank <= 16, dims in [0, 2^31))")
+        return value
+
+
+class GoldenSamples(_Doc):
+    """The engine's acceptance test: inputs with their ONNX reference outputs (`store.golden`
+    holds the file format), checked by the runtime before it reports ready."""
+
+    file: str  # file name beside the manifest: golden.<sha12>.npz
+    sha256: str
+    size: int
+    rtol: float
+    atol: float
+    samples: list[GoldenSampleInfo]
+    note: str | None = None  # what was left out (a profile point over the size cap)
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str, info: ValidationInfo) -> str:
+        return _match(SAFE_SEGMENT, value, "a single file name") if untrusted(info) else value
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, value: str, info: ValidationInfo) -> str:
+        return _match(DIGEST, value, "a sha256 (64 hex digits)") if untrusted(info) else value
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: int, info: ValidationInfo) -> int:
+        if untrusted(info) and not 0 < value <= MAX_GOLDEN_BYTES:
+            raise ValueError(f"size {value} is out of range [1, {MAX_GOLDEN_BYTES}]")
+        return value
+
+    @field_validator("rtol", "atol")
+    @classmethod
+    def _tolerance(cls, value: float, info: ValidationInfo) -> float:
+        if untrusted(info) and not (math.isfinite(value) and value >= 0):
+            raise ValueError("must be a finite, non-negative number")
+        return value
+
+    @field_validator("samples")
+    @classmethod
+    def _samples(cls, value: list[GoldenSampleInfo], info: ValidationInfo) -> list[GoldenSampleInfo]:
+        if untrusted(info) and not 0 < len(value) <= MAX_GOLDEN_SAMPLES:
+            raise ValueError(f"{len(value)} samples: expected 1 to {MAX_GOLDEN_SAMPLES}")
+        return value
+
+    @field_validator("note")
+    @classmethod
+    def _note(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _bounded_text(value, "note") if untrusted(info) and value is not None else value
+
+
 class EngineTarget(_Doc):
     compute_capability: str | None = None
     product: str | None = None
@@ -95,6 +169,7 @@ class EngineManifest(_Doc):
     sha256: str
     size: int
     validation: ValidationFigures | None = None
+    golden: GoldenSamples | None = None  # absent in engines built before acceptance at load
     build_seconds: float
     created: str  # RFC 3339 UTC
     builder: str = Field(default="", description="Who built it: host / job name.")

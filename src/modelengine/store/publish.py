@@ -10,7 +10,8 @@ engine under a name carrying its own sha256 (`engine.<sha12>.plan`); the manifes
 that file and its sha256. Whoever writes the manifest first wins; the loser sees the
 manifest when it re-checks just before publishing and stops. On S3 a last-second race
 can still have both write a manifest, but each manifest names its own, intact engine
-file, so a reader always gets a consistent pair.
+file, so a reader always gets a consistent pair. The golden samples (`store.golden`) go up the same
+way, between the engine and the manifest, named with their own sha256.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from modelengine.errors import utc_now
 from modelengine.store.base import NotFound, ObjectStore, StoreError
+from modelengine.store.golden import GOLDEN_BASE_NAME
 from modelengine.store.layout import engine_key, manifest_key, release_key
 from modelengine.store.manifest import EngineManifest, ReleaseRecord
 from modelengine.store.open import sha256_file
@@ -63,22 +65,33 @@ def publish_engine(
     engine_path: Path,
     base_name: str,
     manifest: EngineManifest,
+    golden_path: Path | None = None,
 ) -> tuple[EngineManifest, bool]:
-    """Upload engine then manifest. Returns (the manifest in force, whether ours won)."""
+    """Upload engine (and the golden samples `manifest.golden` describes, from `golden_path`),
+    then the manifest. Returns (the manifest in force, whether ours won)."""
     existing = read_manifest(store, manifest.build_key)
     if existing is not None:
         return existing, False
     sha = sha256_file(engine_path)
     name = engine_file_name(base_name, sha)
     store.put_file(engine_key(manifest.build_key, name), engine_path)
-    final = manifest.model_copy(
-        update={"engine_file": name, "sha256": sha, "size": engine_path.stat().st_size}
-    )
+    update: dict[str, object] = {"engine_file": name, "sha256": sha, "size": engine_path.stat().st_size}
+    golden_name = None
+    if manifest.golden is not None and golden_path is not None:
+        golden_sha = sha256_file(golden_path)
+        golden_name = engine_file_name(GOLDEN_BASE_NAME, golden_sha)
+        store.put_file(engine_key(manifest.build_key, golden_name), golden_path)
+        update["golden"] = manifest.golden.model_copy(
+            update={"file": golden_name, "sha256": golden_sha, "size": golden_path.stat().st_size}
+        )
+    final = manifest.model_copy(update=update)
     # Re-check right before the manifest: a racing builder may have finished meanwhile.
     existing = read_manifest(store, manifest.build_key)
     if existing is not None:
         if existing.engine_file != name:
             store.delete(engine_key(manifest.build_key, name))
+        if golden_name is not None and (existing.golden is None or existing.golden.file != golden_name):
+            store.delete(engine_key(manifest.build_key, golden_name))
         return existing, False
     store.put_bytes(manifest_key(manifest.build_key), final.model_dump_json(indent=2).encode())
     return final, True
