@@ -21,6 +21,8 @@ class ServerThread:
         config.host = "127.0.0.1"
         config.http_port = 0
         config.metrics_port = 0
+        # gRPC only where a test asks for it (grpc_port=0: any free port); never the fixed 8001
+        config.grpc_port = 0 if config.grpc_port == 0 else None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()

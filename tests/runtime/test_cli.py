@@ -42,7 +42,7 @@ def test_serve_local_engine_and_stop_on_sigterm(published: Published, tmp_path: 
     port, mport = _port(), _port()
     proc = _serve(
         "--engine-dir", str(engine_dir), "--model-name", "mlp", "--host", "127.0.0.1",
-        "--http-port", str(port), "--metrics-port", str(mport), "--no-batching",
+        "--http-port", str(port), "--metrics-port", str(mport), "--grpc-port", "0", "--no-batching",
         cwd=tmp_path,
     )  # fmt: skip
     try:

@@ -31,6 +31,7 @@ class ServeProcess:
         flags = ["-" + "v" * verbosity] if verbosity else []
         command = [sys.executable, "-m", "modelengine.cli", *flags, "serve", *args, "--host", "127.0.0.1"]
         command += ["--http-port", str(self.port), "--metrics-port", str(self.metrics_port)]
+        command += ["--grpc-port", "0"]
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 command,

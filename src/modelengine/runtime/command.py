@@ -20,10 +20,10 @@ from modelengine.errors import InputError
 def register(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
-        help="serve the engine for this machine's GPU over KServe v2 (HTTP) with Prometheus metrics",
+        help="serve the engine for this machine's GPU over KServe v2 (HTTP and gRPC) with Prometheus metrics",
         description=(
             "Select the engine for this machine's accelerator from a release record (or serve a local "
-            "engine), then serve it over the Open Inference Protocol (KServe v2) with dynamic batching, "
+            "engine), then serve it over the Open Inference Protocol (KServe v2, HTTP and gRPC) with dynamic batching, "
             "metrics and hot reload."
         ),
     )
@@ -48,6 +48,9 @@ def register(subparsers: Any) -> None:
     net = p.add_argument_group("network")
     net.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     net.add_argument("--http-port", type=int, default=8000, help="KServe v2 HTTP port (default 8000)")
+    net.add_argument(
+        "--grpc-port", type=int, default=8001, help="KServe v2 gRPC port (default 8001; 0 = no gRPC)"
+    )
     net.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (default 8002)")
     net.add_argument(
         "--max-request-mib",
@@ -94,6 +97,7 @@ def _config(args: argparse.Namespace) -> Any:
         model_name=args.model_name,
         host=args.host,
         http_port=args.http_port,
+        grpc_port=args.grpc_port or None,
         metrics_port=args.metrics_port,
         batching=not args.no_batching,
         max_batch_size=args.max_batch_size,
@@ -126,7 +130,8 @@ async def _serve(config: Any) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = await start_server(config)
-    print(f"modelengine serve: KServe v2 on {server.url}, metrics on {server.metrics_url}", flush=True)
+    grpc = f"gRPC on {server.grpc_target}, " if server.grpc_target else ""
+    print(f"modelengine serve: KServe v2 on {server.url}, {grpc}metrics on {server.metrics_url}", flush=True)
     await stop.wait()
     print("modelengine serve: shutting down (finishing in-flight requests)", flush=True)
     await server.stop()

@@ -1,4 +1,4 @@
-"""The data plane: the one object every HTTP handler talks to.
+"""The data plane: the one object every HTTP and gRPC handler talks to.
 
 It owns the served model (a loaded engine, its batcher, its in-flight count), readiness
 and its reason, the inference thread pool and the metrics. Handlers are thin adapters
@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,12 +36,20 @@ from modelengine.runtime.batching import Batcher, BatcherClosed
 from modelengine.runtime.errors import BadRequest, ModelNotFound, NotReady, ServeError, to_http
 from modelengine.runtime.loader import LoadedEngine
 from modelengine.runtime.metrics import RuntimeMetrics
-from modelengine.runtime.protocol import DEFAULT_MAX_TENSOR_BYTES, encode_response, parse_request, v2_datatype
+from modelengine.runtime.protocol import (
+    DEFAULT_MAX_TENSOR_BYTES,
+    InferRequest,
+    encode_response,
+    parse_request,
+    v2_datatype,
+)
 from modelengine.store.manifest import TensorInfo
 
 log = logging.getLogger(__name__)
 
 MODEL_VERSION = "1"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -309,7 +317,30 @@ class DataPlane:
     async def infer(
         self, name: str, version: str | None, body: bytes, header_length: str | None
     ) -> tuple[bytes, int | None]:
-        """One v2 infer call: body in, (response body, binary header length or None) out."""
+        """One v2 HTTP infer call: body in, (response body, binary header length or None) out."""
+
+        def decode() -> InferRequest:
+            return parse_request(body, header_length, max_tensor_bytes=self.max_tensor_bytes)
+
+        def encode(
+            request: InferRequest, picked: list[tuple[str, np.ndarray, bool]]
+        ) -> tuple[bytes, int | None]:
+            return encode_response(
+                model_name=self.model_name, model_version=MODEL_VERSION, request_id=request.id, outputs=picked
+            )
+
+        return await self.run_inference(name, version, decode, encode)
+
+    async def run_inference(
+        self,
+        name: str,
+        version: str | None,
+        decode: Callable[[], InferRequest],
+        encode: Callable[[InferRequest, list[tuple[str, np.ndarray, bool]]], T],
+    ) -> T:
+        """One infer call in any wire format (HTTP JSON/binary, gRPC): `decode` turns the
+        request into tensors (raising `BadRequest`), `encode` the picked outputs into the
+        answer; model checks, validation, batching, hot swap and metrics are the same for all."""
         start = time.perf_counter()
         outcome = "server_error"
         try:
@@ -318,7 +349,7 @@ class DataPlane:
             served.enter()
             self._inflight_metric.inc()
             try:
-                request = parse_request(body, header_length, max_tensor_bytes=self.max_tensor_bytes)
+                request = decode()
                 for want in request.outputs or []:
                     if want.name not in served.output_names:
                         raise BadRequest(
@@ -335,12 +366,7 @@ class DataPlane:
                 picked = [(n, outputs[n], request.binary_output) for n in served.output_names]
             else:
                 picked = [(w.name, outputs[w.name], w.binary) for w in request.outputs]
-            result = encode_response(
-                model_name=self.model_name,
-                model_version=MODEL_VERSION,
-                request_id=request.id,
-                outputs=picked,
-            )
+            result = encode(request, picked)
             self._queue_metric.observe(queued)
             outcome = "success"
             return result

@@ -1,5 +1,6 @@
 """HTTP serving: the KServe v2 app (port 8000), the metrics app (port 8002), and
-`start_server()`, the in-process entry point the CLI, the demo and the tests share.
+`start_server()`, the in-process entry point the CLI, the demo and the tests share. It
+also starts KServe v2 gRPC (port 8001, `grpc_server`) over the same data plane.
 
 Handlers are thin: they read the path and body, call the `DataPlane`, and turn what it
 returns (or raises) into a response. One middleware maps every exception, including
@@ -15,7 +16,7 @@ can do it, so it must not be able to fill the logs.
 
 Graceful shutdown (`RunningServer.stop`, SIGTERM in the CLI): readiness turns false, the
 listening sockets close, in-flight requests finish (aiohttp waits for running handlers),
-then the engine is freed.
+then the engine is freed. HTTP and gRPC drain together.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from modelengine.runtime import accelerator as accel_mod
 from modelengine.runtime.accelerator import Accelerator
 from modelengine.runtime.dataplane import BatchingConfig, DataPlane
 from modelengine.runtime.errors import ClientGone, PayloadTooLarge, RequestTimeout, to_http
+from modelengine.runtime.grpc_server import GrpcServer, start_grpc
 from modelengine.runtime.loader import BackendFactory, default_backend_factory, installed_versions
 from modelengine.runtime.metrics import CONTENT_TYPE, RuntimeMetrics
 from modelengine.runtime.protocol import HEADER_LENGTH
@@ -65,6 +67,7 @@ class ServerConfig:
     model_name: str | None = None  # default: the ModelEngine's name
     host: str = "0.0.0.0"
     http_port: int = 8000
+    grpc_port: int | None = 8001  # None: no gRPC listener; 0: any free port
     metrics_port: int | None = 8002  # None: no metrics listener
     batching: bool = True
     max_batch_size: int = 64
@@ -217,6 +220,8 @@ class RunningServer:
         source_task: asyncio.Task[None],
         host: str,
         source: ReleaseWatcher | LocalEngine,
+        grpc_server: GrpcServer | None = None,
+        shutdown_timeout: float = 30.0,
     ) -> None:
         self.plane = plane
         self.source = source
@@ -228,6 +233,11 @@ class RunningServer:
         self.url = f"http://{shown}:{self.http_port}"
         self.metrics_port = _bound_port(metrics_runner) if metrics_runner is not None else None
         self.metrics_url = f"http://{shown}:{self.metrics_port}/metrics" if self.metrics_port else None
+        self._grpc = grpc_server
+        self._shutdown_timeout = shutdown_timeout
+        self.grpc_port = grpc_server.port if grpc_server is not None else None
+        # a gRPC target (`host:port`, as tritonclient.grpc takes it)
+        self.grpc_target = f"{shown}:{self.grpc_port}" if grpc_server is not None else None
         self._stopped = False
 
     @property
@@ -257,7 +267,10 @@ class RunningServer:
         self._source_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._source_task
-        await self._runner.cleanup()
+        if self._grpc is not None:
+            await asyncio.gather(self._runner.cleanup(), self._grpc.stop(self._shutdown_timeout))
+        else:
+            await self._runner.cleanup()
         await self.plane.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
@@ -324,6 +337,17 @@ async def start_server(config: ServerConfig) -> RunningServer:
         metrics_runner = web.AppRunner(build_metrics_app(plane.metrics), access_log=None)
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, config.host, config.metrics_port, reuse_address=True).start()
+    grpc_server: GrpcServer | None = None
+    if config.grpc_port is not None:
+        try:
+            grpc_server = await start_grpc(
+                plane, host=config.host, port=config.grpc_port, max_bytes=max_bytes
+            )
+        except BaseException:
+            await runner.cleanup()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
+            raise
     task = asyncio.get_running_loop().create_task(source.run(config.poll_seconds))
     server = RunningServer(
         plane=plane,
@@ -332,8 +356,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
         source_task=task,
         host=config.host,
         source=source,
+        grpc_server=grpc_server,
+        shutdown_timeout=config.shutdown_timeout,
     )
-    log.info("KServe v2 on %s, metrics on %s", server.url, server.metrics_url)
+    log.info("KServe v2 on %s, gRPC on %s, metrics on %s", server.url, server.grpc_target, server.metrics_url)
     return server
 
 
