@@ -1,4 +1,4 @@
-"""Loading one selected engine: download, sha256 check, backend load, warm-up.
+"""Loading one selected engine: download, sha256 check, backend load, warm-up, acceptance.
 
 Blocking work (downloads, hashing, deserialization, the warm-up runs) happens here, in
 plain functions the data plane calls from a worker thread, never on the event loop.
@@ -9,6 +9,14 @@ substituted one is refused (the runtime then stays not-ready and says so).
 Backends are obtained through a factory (`get_backend` by default), so the GPU backends
 other engineers write are used through the same `Backend`/`Engine` protocol; a backend
 that cannot execute here raises `BackendUnavailable`, which becomes the not-ready reason.
+
+Acceptance at load: after the warm-up and before the engine may be served, it must
+reproduce the manifest's golden samples (`store.golden`: inputs at the profile's min, opt
+and max shapes with their ONNX reference outputs, checked against the sha256 the manifest
+names) within the recorded tolerance, whatever the backend. A mismatch is
+`AcceptanceFailed`, one line naming the sample, the output, the max abs/rel error and the
+tolerance; the engine is closed and never served. A manifest without golden samples (an
+engine built before they existed) loads with a warning and `acceptance: skipped`.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ import numpy as np
 from modelengine.api.models import BackendName
 from modelengine.api.versions import installed_version
 from modelengine.backends.base import Backend, Engine
+from modelengine.backends.golden import check_golden
 from modelengine.errors import first_line
 from modelengine.store.base import ObjectStore, StoreError
+from modelengine.store.golden import GoldenSample, decode_golden, read_golden
 from modelengine.store.layout import MANIFEST_NAME
-from modelengine.store.manifest import EngineManifest, ReleaseEngine, TensorInfo
+from modelengine.store.manifest import EngineManifest, GoldenSamples, ReleaseEngine, TensorInfo
 from modelengine.store.open import sha256_file
 from modelengine.store.publish import verify_download
 from modelengine.store.trust import confine, engine_object_key, parse_manifest
@@ -39,6 +49,11 @@ BackendFactory = Callable[[str], Backend]
 
 class EngineLoadError(RuntimeError):
     """The selected engine could not be made ready; one line, shown in /v2/health/ready."""
+
+
+class AcceptanceFailed(EngineLoadError):
+    """The engine loaded but did not reproduce its golden samples (deterministic: an engine
+    that fails once fails again, so a reload does not retry it until the release changes)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,40 @@ class LoadedEngine:
     engine: Engine
     info: EngineInfo
     load_seconds: float
+    acceptance: str = "not run"  # one line: "3 golden sample(s) passed: ..." or why it was skipped
+
+
+NO_GOLDEN = "skipped: the manifest has no golden samples (engine built before acceptance at load)"
+
+
+@dataclass(frozen=True)
+class Golden:
+    """The golden samples of one manifest, decoded; with the tolerance to hold them to."""
+
+    samples: list[GoldenSample]
+    ref: GoldenSamples
+
+
+def accept(loaded: LoadedEngine, golden: Golden | None) -> LoadedEngine:
+    """Run the golden samples on a loaded engine; `AcceptanceFailed` (engine closed) on a mismatch."""
+    info = loaded.info
+    if golden is None:
+        log.warning("engine %s (%s): acceptance %s", info.target, info.build_key, NO_GOLDEN)
+        loaded.acceptance = NO_GOLDEN
+        return loaded
+    try:
+        result = check_golden(loaded.engine, golden.samples, rtol=golden.ref.rtol, atol=golden.ref.atol)
+    except Exception as err:
+        loaded.engine.close()
+        raise AcceptanceFailed(
+            f"{info.target}: engine failed acceptance: running the golden samples: {first_line(err)}"
+        ) from None
+    if result.failure is not None:
+        loaded.engine.close()
+        raise AcceptanceFailed(f"{info.target}: engine failed acceptance: {result.failure}")
+    loaded.acceptance = result.summary()
+    log.info("engine %s (%s): acceptance %s", info.target, info.build_key, loaded.acceptance)
+    return loaded
 
 
 def installed_versions() -> dict[str, str]:
@@ -185,9 +234,19 @@ def load_release_engine(
             f"release names sha256 {engine.sha256[:12]}… for {engine.target}, "
             f"its manifest says {manifest.sha256[:12]}…"
         )
+    golden = None
+    if manifest.golden is not None:
+        try:
+            samples = read_golden(
+                store, engine.build_key, manifest.golden, inputs=manifest.inputs, outputs=manifest.outputs
+            )
+        except StoreError as err:
+            raise EngineLoadError(first_line(err)) from None
+        golden = Golden(samples, manifest.golden)
     log.info("fetching engine %s", store.url_for(key))
     path = fetch_verified(store, key, engine.sha256, dest)
-    return load_and_warm(path, info_from_manifest(manifest, engine.target), backend_factory=backend_factory)
+    loaded = load_and_warm(path, info_from_manifest(manifest, engine.target), backend_factory=backend_factory)
+    return accept(loaded, golden)
 
 
 def load_local_engine(
@@ -216,4 +275,23 @@ def load_local_engine(
         verify_download(path, manifest.sha256)
     except (StoreError, OSError) as err:
         raise EngineLoadError(f"engine {path}: {err}") from None
-    return load_and_warm(path, info_from_manifest(manifest), backend_factory=backend_factory)
+    golden = None
+    if manifest.golden is not None:
+        try:
+            golden_path = confine(manifest_path.parent, manifest.golden.file)
+            samples = decode_golden(
+                golden_path.read_bytes(),
+                manifest.golden,
+                inputs=manifest.inputs,
+                outputs=manifest.outputs,
+                where=f"golden samples {golden_path}",
+            )
+        except OSError as err:
+            raise EngineLoadError(
+                f"cannot read the golden samples of {manifest_path}: {err.strerror}"
+            ) from None
+        except StoreError as err:
+            raise EngineLoadError(first_line(err)) from None
+        golden = Golden(samples, manifest.golden)
+    loaded = load_and_warm(path, info_from_manifest(manifest), backend_factory=backend_factory)
+    return accept(loaded, golden)

@@ -3,10 +3,12 @@
 `ReleaseWatcher` polls `releases/<namespace>/<name>.json` in the store. The record's bytes
 are hashed (the store offers no ETag on file://, and records are small), so an unchanged
 record costs one GET and no parsing. When it changes, the engine for this accelerator is
-selected again; if that is a different engine it is downloaded, verified, loaded and
-warmed up in a worker thread beside the one being served, then switched in atomically
-(`DataPlane.install`). A failed load keeps the current engine serving and is retried on
-the next poll; with no engine at all the runtime stays not-ready with the reason.
+selected again; if that is a different engine it is downloaded, verified, loaded,
+warmed up and checked against its golden samples (acceptance, see `loader`) in a worker
+thread beside the one being served, then switched in atomically (`DataPlane.install`).
+A failed load keeps the current engine serving and is retried on the next poll; a failed
+acceptance check is a failed load too, but not retried until the record changes; with no
+engine at all the runtime stays not-ready with the reason.
 
 `LocalEngine` serves one manifest on local disk once (no polling): for benchmarks and
 for running an engine without a store.
@@ -23,7 +25,13 @@ from pathlib import Path
 from modelengine.errors import first_line
 from modelengine.runtime.accelerator import Accelerator
 from modelengine.runtime.dataplane import DataPlane
-from modelengine.runtime.loader import BackendFactory, EngineLoadError, load_local_engine, load_release_engine
+from modelengine.runtime.loader import (
+    AcceptanceFailed,
+    BackendFactory,
+    EngineLoadError,
+    load_local_engine,
+    load_release_engine,
+)
 from modelengine.runtime.selection import select_engine
 from modelengine.store.base import NotFound, ObjectStore, StoreError
 from modelengine.store.layout import release_key
@@ -113,7 +121,10 @@ class ReleaseWatcher:
                 backend_factory=self._factory,
             )
         except EngineLoadError as err:
-            # not marked as seen: retried on the next poll (a download may be transient)
+            # A failed acceptance check is deterministic: not retried until the record changes.
+            # Anything else is retried on the next poll (a download may be transient).
+            if isinstance(err, AcceptanceFailed):
+                self._seen = digest
             self._plane.metrics.reloads.labels("failed").inc()
             self._plane.set_not_ready(str(err))
             if self._plane.active is not None:
@@ -122,6 +133,7 @@ class ReleaseWatcher:
         self._seen = digest
         self.loads += 1
         self._plane.metrics.reloads.labels("loaded").inc()
+        self._plane.set_detail(acceptance=loaded.acceptance)
         await self._plane.install(loaded)
 
     async def run(self, poll_seconds: float) -> None:
@@ -161,4 +173,5 @@ class LocalEngine:
         except EngineLoadError as err:
             self._plane.set_not_ready(str(err))
             return
+        self._plane.set_detail(acceptance=loaded.acceptance)
         await self._plane.install(loaded)
