@@ -27,16 +27,21 @@ class ModelResult:
     p99_ms: dict[str, dict[int, float]] = field(default_factory=dict)
     # server -> (format -> (req/s, p99 ms)) at 64 clients with dynamic batching; "triton" when run
     vs_triton: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    # gRPC, batching on: server ("modelengine", "triton") -> clients -> (req/s, p50 ms, p99 ms)
+    grpc: dict[str, dict[int, tuple[float, float, float]]] = field(default_factory=dict)
 
 
 def report(results: list[ModelResult]) -> list[str]:
-    lines = [
-        "",
-        "Latency, batch 1 (ms)            p50      p99   overhead p50: raw (HTTP - direct), "
-        "beyond the bare-HTTP floor (HTTP - direct - floor)",
-    ]
     fails: list[str] = []
-    for r in results:
+    http_results = [r for r in results if r.throughput]  # none with --grpc-only
+    lines: list[str] = []
+    if http_results:
+        lines += [
+            "",
+            "Latency, batch 1 (ms)            p50      p99   overhead p50: raw (HTTP - direct), "
+            "beyond the bare-HTTP floor (HTTP - direct - floor)",
+        ]
+    for r in http_results:
         lines.append(f"{r.name}")
         lines.append(f"  direct Engine.infer       {r.direct[0]:8.3f} {r.direct[1]:8.3f}")
         for label, (p50, p99) in (("HTTP binary", r.http_binary), ("HTTP JSON", r.http_json)):
@@ -48,11 +53,12 @@ def report(results: list[ModelResult]) -> list[str]:
         lines.append(f"  {'inside the server (mean)':<25} {r.in_server_ms:8.3f}")
         if r.http_binary[0] - r.direct[0] > 0.3:
             fails.append(f"{r.name}: binary HTTP overhead {r.http_binary[0] - r.direct[0]:.3f} ms > 0.3 ms")
-    lines += ["", "Throughput, batch-1 requests (req/s) and client p99 (ms)"]
-    lines.append(
-        f"{'model':<14} {'clients':>7} {'batching off':>13} {'p99':>8} {'batching on':>12} {'p99':>8} {'gain':>6}"
-    )
-    for r in results:
+    if http_results:
+        lines += ["", "Throughput, batch-1 requests (req/s) and client p99 (ms)"]
+        lines.append(
+            f"{'model':<14} {'clients':>7} {'batching off':>13} {'p99':>8} {'batching on':>12} {'p99':>8} {'gain':>6}"
+        )
+    for r in http_results:
         for c in CONCURRENCY:
             off, on = r.throughput["off"][c], r.throughput["on"][c]
             lines.append(
@@ -86,10 +92,39 @@ def report(results: list[ModelResult]) -> list[str]:
                     fails.append(
                         f"{r.name} {fmt}: {me / tr:.2f}x Triton's throughput, p99 {me99:.1f} vs {tr99:.1f} ms"
                     )
+    lines += grpc_report(results, fails)
     lines.append("")
-    lines += [f"TARGET MISSED: {f}" for f in fails] or [
-        "targets met: HTTP overhead <= 0.3 ms, batching >= 3x"
+    met = "HTTP overhead <= 0.3 ms, batching >= 3x" if http_results else ""
+    if any("triton" in r.grpc for r in results):
+        met += ("; " if met else "") + "gRPC >= 1.5x Triton's throughput at 64 clients with a lower p99"
+    lines += [f"TARGET MISSED: {f}" for f in fails] or [f"targets met: {met}"]
+    return lines
+
+
+def grpc_report(results: list[ModelResult], fails: list[str]) -> list[str]:
+    """The gRPC table (modelengine, and Triton when run); the 64-client target into `fails`."""
+    if not any(r.grpc for r in results):
+        return []
+    lines = [
+        "",
+        "KServe v2 gRPC, batch-1 requests, dynamic batching (req/s, client p50 / p99 ms)",
+        f"{'model':<14} {'clients':>7} {'modelengine':>12} {'p50':>7} {'p99':>7} "
+        f"{'triton':>8} {'p50':>7} {'p99':>7} {'ratio':>6}",
     ]
+    for r in results:
+        me, tr = r.grpc.get("modelengine", {}), r.grpc.get("triton", {})
+        for c in CONCURRENCY:
+            if c not in me:
+                continue
+            row = f"{r.name:<14} {c:>7} {me[c][0]:>12.0f} {me[c][1]:>7.2f} {me[c][2]:>7.2f}"
+            if c in tr:
+                row += f" {tr[c][0]:>8.0f} {tr[c][1]:>7.2f} {tr[c][2]:>7.2f} {me[c][0] / tr[c][0]:>5.2f}x"
+            lines.append(row)
+        if 64 in me and 64 in tr and (me[64][0] < 1.5 * tr[64][0] or me[64][2] >= tr[64][2]):
+            fails.append(
+                f"{r.name} gRPC: {me[64][0] / tr[64][0]:.2f}x Triton's throughput at 64 clients, "
+                f"p99 {me[64][2]:.1f} vs {tr[64][2]:.1f} ms"
+            )
     return lines
 
 

@@ -1,5 +1,7 @@
 """The command line, and the order of one model's phases: build, latency (direct, HTTP
-binary and JSON, the bare-HTTP floor), throughput with batching off and on, Triton.
+binary and JSON, the bare-HTTP floor), throughput with batching off and on, gRPC at 1/8/64
+clients, then Triton (HTTP at 64 clients, gRPC at 1/8/64). `--grpc-only` keeps the gRPC
+phases alone (modelengine with batching, then Triton).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from modelengine.store.manifest import EngineManifest
 from . import CONCURRENCY
 from . import __doc__ as PACKAGE_DOC
 from .client import direct_latency, engine_ceiling, http_floor, http_latency, percentiles, throughput
+from .grpc_client import grpc_throughput
 from .models import MODELS, build_engine
 from .report import ModelResult, plot, report
 from .servers import Server, TritonServer, ort_threads
@@ -35,6 +38,7 @@ def run_model(
     instances: int,
     inline_max_ms: float | None = None,
     triton_python: str | None = None,
+    grpc_only: bool = False,
 ) -> ModelResult:
     print(f"[{name}] export + build", flush=True)
     manifest, engine, sample = build_engine(name, work)
@@ -43,7 +47,8 @@ def run_model(
     times, expected = direct_latency(engine, x, n)
     res.direct = percentiles(times)
     res.ceiling = engine_ceiling(engine, sample, min(seconds, 2.0))
-    for mode, batching in (("off", False), ("on", True)):
+    modes = (("on", True),) if grpc_only else (("off", False), ("on", True))
+    for mode, batching in modes:
         server = Server(
             manifest,
             batching=batching,
@@ -52,32 +57,41 @@ def run_model(
             inline_max_ms=inline_max_ms,
         )
         try:
-            if not batching:
-                print(f"[{name}] latency: direct vs HTTP", flush=True)
-                # interleave so drift (thermal, other load) hits both alike
-                res.http_binary = percentiles(http_latency(server.port, x, expected, binary=True, n=n))
-                res.in_server_ms = server.mean_request_ms()
-                res.http_json = percentiles(http_latency(server.port, x, expected, binary=False, n=n))
-                res.direct = percentiles(times + direct_latency(engine, x, n)[0])
-                res.floor = percentiles(http_floor(x, expected, work, n))
-            res.throughput[mode], res.p99_ms[mode] = {}, {}
-            for clients in CONCURRENCY:
-                print(f"[{name}] throughput, batching {mode}, {clients} clients", flush=True)
-                before = server.batch_histogram() if batching and clients == 64 else {}
-                rps, p99 = asyncio.run(throughput(server.port, x, clients, seconds))
-                if before:
-                    res.batches_64 = {k: v - before.get(k, 0.0) for k, v in server.batch_histogram().items()}
-                res.throughput[mode][clients] = rps
-                res.p99_ms[mode][clients] = p99
-            if batching and triton_python:
+            if not grpc_only:
+                if not batching:
+                    print(f"[{name}] latency: direct vs HTTP", flush=True)
+                    # interleave so drift (thermal, other load) hits both alike
+                    res.http_binary = percentiles(http_latency(server.port, x, expected, binary=True, n=n))
+                    res.in_server_ms = server.mean_request_ms()
+                    res.http_json = percentiles(http_latency(server.port, x, expected, binary=False, n=n))
+                    res.direct = percentiles(times + direct_latency(engine, x, n)[0])
+                    res.floor = percentiles(http_floor(x, expected, work, n))
+                res.throughput[mode], res.p99_ms[mode] = {}, {}
+                for clients in CONCURRENCY:
+                    print(f"[{name}] throughput, batching {mode}, {clients} clients", flush=True)
+                    before = server.batch_histogram() if batching and clients == 64 else {}
+                    rps, p99 = asyncio.run(throughput(server.port, x, clients, seconds))
+                    if before:
+                        res.batches_64 = {
+                            k: v - before.get(k, 0.0) for k, v in server.batch_histogram().items()
+                        }
+                    res.throughput[mode][clients] = rps
+                    res.p99_ms[mode][clients] = p99
+            if batching and triton_python and not grpc_only:
                 res.vs_triton["modelengine"] = _at_64(server.port, x, seconds)
+            if batching:
+                res.grpc["modelengine"] = _grpc_phase(
+                    name, "modelengine", server.grpc_port, x, expected, seconds
+                )
         finally:
             server.stop()
     if triton_python:
         print(f"[{name}] the same against Triton (nvidia-pytriton)", flush=True)
         triton = TritonServer(triton_python, manifest.parent / engine_file_of(manifest), sample, max_delay_ms)
         try:
-            res.vs_triton["triton"] = _at_64(triton.port, x, seconds)
+            if not grpc_only:
+                res.vs_triton["triton"] = _at_64(triton.port, x, seconds)
+            res.grpc["triton"] = _grpc_phase(name, "triton", triton.grpc_port, x, expected, seconds)
         finally:
             triton.stop()
     engine.close()
@@ -89,6 +103,16 @@ def _at_64(port: int, x: np.ndarray, seconds: float) -> dict[str, tuple[float, f
         "binary": asyncio.run(throughput(port, x, 64, seconds, binary=True)),
         "json": asyncio.run(throughput(port, x, 64, seconds, binary=False)),
     }
+
+
+def _grpc_phase(
+    name: str, server: str, port: int, x: np.ndarray, expected: np.ndarray, seconds: float
+) -> dict[int, tuple[float, float, float]]:
+    out = {}
+    for clients in CONCURRENCY:
+        print(f"[{name}] gRPC throughput, {server}, {clients} clients", flush=True)
+        out[clients] = asyncio.run(grpc_throughput(f"127.0.0.1:{port}", x, expected, clients, seconds))
+    return out
 
 
 def engine_file_of(manifest: Path) -> str:
@@ -110,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         "--triton-python",
         metavar="PYTHON",
         help="a Python with nvidia-pytriton (and numpy<2, onnxruntime): also measure the real Triton server",
+    )
+    parser.add_argument(
+        "--grpc-only",
+        action="store_true",
+        help="only the gRPC phases: modelengine (batching on), and Triton with --triton-python",
     )
     parser.add_argument("--plot", type=Path, help="write the throughput plot (PNG) here")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
@@ -134,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                     instances=args.instances,
                     inline_max_ms=args.inline_max_ms,
                     triton_python=args.triton_python,
+                    grpc_only=args.grpc_only,
                 )
             )
     print("\n".join(report(results)))
@@ -143,6 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str))
-    if args.plot:
+    if args.plot and not args.grpc_only:
         plot(results, args.plot)
     return 0

@@ -1,6 +1,7 @@
 """The servers measured, each in its own process as in a pod: `modelengine serve`, a bare
 aiohttp handler answering canned bytes (the floor of HTTP itself), and the real Triton
-server (nvidia-pytriton) running the same ONNX Runtime engine file.
+server (nvidia-pytriton) running the same ONNX Runtime engine file. Both model servers
+also listen for KServe v2 gRPC (`.grpc_port`).
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ class Server:
         inline_max_ms: float | None = None,
     ) -> None:
         self.port = free_port()
+        self.grpc_port = free_port()
         self.metrics_port = free_port()
         args = [
             sys.executable, "-m", "modelengine.cli", "serve", "--manifest", str(manifest),
             "--model-name", "model", "--host", "127.0.0.1", "--http-port", str(self.port),
-            "--metrics-port", str(self.metrics_port), "--max-batch-size", str(MAX_BATCH),
+            "--metrics-port", str(self.metrics_port), "--grpc-port", str(self.grpc_port),
+            "--max-batch-size", str(MAX_BATCH),
             "--max-delay-ms", str(max_delay_ms), "--instances", str(instances),
         ]  # fmt: skip
         if not batching:
@@ -167,6 +170,7 @@ class TritonServer:
 
     def __init__(self, python: str, engine_file: Path, sample: tuple[int, ...], max_delay_ms: float) -> None:
         self.port = free_port()
+        self.grpc_port = free_port()
         libdir = subprocess.run(
             [python, "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
             capture_output=True,
@@ -176,7 +180,7 @@ class TritonServer:
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
         args = [
-            python, "-c", _TRITON_SERVER, str(engine_file), str(self.port), str(free_port()), str(free_port()),
+            python, "-c", _TRITON_SERVER, str(engine_file), str(self.port), str(self.grpc_port), str(free_port()),
             str(ort_threads()), str(int(max_delay_ms * 1000)), ",".join(map(str, sample)),
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
