@@ -28,6 +28,7 @@ from modelengine.logs import configure_logging, redact
 # (subcommand, module holding `register`)
 _COMMANDS: list[tuple[str, str]] = [
     ("build", "modelengine.builder.command"),
+    ("check", "modelengine.check.command"),
     ("builder", "modelengine.builder.job"),
     ("push", "modelengine.builder.push"),
     ("inspect", "modelengine.builder.inspect"),
