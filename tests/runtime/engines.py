@@ -4,14 +4,16 @@ ONNX Runtime, published to a store with a manifest, and named in a release recor
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from modelengine.api.models import BackendName
+from modelengine.api.models import BackendName, Precision
 from modelengine.api.targets import ResolvedTarget
 from modelengine.backends.base import BuildOptions
+from modelengine.backends.golden import GoldenSet, make_golden_samples
 from modelengine.backends.onnxruntime import OnnxRuntimeBackend
 from modelengine.store.base import ObjectStore
 from modelengine.store.layout import engine_key, manifest_key
@@ -99,11 +101,14 @@ def publish(
     product: str | None = None,
     hardware_compatibility: str = "none",
     base_name: str = "model.ort.onnx",
+    golden_from: Path | None = None,
 ) -> EngineManifest:
-    """Publish an engine file with its manifest under a build key derived from its bytes."""
+    """Publish an engine file with its manifest under a build key derived from its bytes;
+    with `golden_from` (its ONNX), with golden samples as the builder records them."""
     import onnxruntime
 
     version = backend_version or str(onnxruntime.__version__)
+    golden = None if golden_from is None else golden_set(golden_from)
     data = engine_path.read_bytes()
     key = hashlib.sha256(data + f"{backend}{version}{compute_capability}{product}".encode()).hexdigest()[:32]
     manifest = EngineManifest(
@@ -122,9 +127,27 @@ def publish(
         size=0,
         build_seconds=0.1,
         created=utc_now(),
+        golden=None if golden is None else golden.manifest_field(profile_inputs()),
     )
-    final, _won = publish_engine(store, engine_path=engine_path, base_name=base_name, manifest=manifest)
+    with tempfile.TemporaryDirectory() as tmp:
+        golden_path = None
+        if golden is not None:
+            golden_path = Path(tmp) / "golden.npz"
+            golden_path.write_bytes(golden.encode(profile_inputs(), outputs()))
+        final, _won = publish_engine(
+            store, engine_path=engine_path, base_name=base_name, manifest=manifest, golden_path=golden_path
+        )
     return final
+
+
+GOLDEN_RTOL = GOLDEN_ATOL = 1e-5
+
+
+def golden_set(onnx: Path) -> GoldenSet:
+    """Golden samples of the MLP from ONNX Runtime on its ONNX: the builder's own code."""
+    return make_golden_samples(
+        onnx, profile_inputs(), outputs(), precision=Precision.FP32, rtol=GOLDEN_RTOL, atol=GOLDEN_ATOL
+    )
 
 
 def release_entry(store: ObjectStore, manifest: EngineManifest, target: str | None = None) -> ReleaseEngine:

@@ -29,8 +29,8 @@ from modelengine.api.models import Precision
 from modelengine.api.tensors import TensorInfo
 from modelengine.backends.base import BackendError, Engine
 from modelengine.backends.validate import compare_outputs, random_tensor, reference_session, tolerances
-from modelengine.store.golden import GoldenSample, encode_golden
-from modelengine.store.manifest import MAX_GOLDEN_BYTES
+from modelengine.store.golden import GOLDEN_BASE_NAME, GoldenSample, encode_golden, sample_infos
+from modelengine.store.manifest import MAX_GOLDEN_BYTES, GoldenSamples
 
 MAX_SAMPLE_ELEMENTS = 2**20  # input elements of one sample (4 MiB of float32)
 GOLDEN_SEED = 20261202  # not validation's seed: acceptance sees inputs validation did not
@@ -42,6 +42,23 @@ class GoldenSet:
     rtol: float
     atol: float
     note: str | None
+
+    def manifest_field(self, inputs: Sequence[TensorInfo]) -> GoldenSamples:
+        """The manifest's `golden` before publishing (`publish_engine` sets file, sha256, size)."""
+        return GoldenSamples(
+            file=GOLDEN_BASE_NAME,
+            sha256="",
+            size=0,
+            rtol=self.rtol,
+            atol=self.atol,
+            samples=sample_infos(self.samples, [t.name for t in inputs]),
+            note=self.note,
+        )
+
+    def encode(self, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]) -> bytes:
+        return encode_golden(
+            self.samples, input_names=[t.name for t in inputs], output_names=[t.name for t in outputs]
+        )
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ from modelengine.errors import BuildFailed, first_line, utc_now
 from modelengine.store.base import NotFound, ObjectStore
 from modelengine.store.digest import digest_local
 from modelengine.store.export_record import EXPORT_RECORD_NAME, BranchRecord, ExportRecord, ExportVerification
-from modelengine.store.golden import GOLDEN_BASE_NAME, GoldenSample, encode_golden, sample_infos
+from modelengine.store.golden import GOLDEN_BASE_NAME, GoldenSample
 from modelengine.store.layout import engine_key, manifest_key, model_key, model_prefix, timing_cache_key
-from modelengine.store.manifest import EngineManifest, EngineTarget, GoldenSamples, ValidationFigures
+from modelengine.store.manifest import EngineManifest, EngineTarget, ValidationFigures
 from modelengine.store.open import fetch
 from modelengine.store.publish import publish_engine, read_manifest
 from modelengine.store.s3 import s3_client
@@ -378,7 +378,7 @@ class Pipeline:
             sha256="",
             size=0,
             validation=figures,
-            golden=None if golden_path is None else golden_reference(golden, inputs),
+            golden=None if golden_path is None else golden.manifest_field(inputs),
             build_seconds=round(build_seconds, 3),
             created=utc_now(),
             builder=socket.gethostname(),
@@ -451,8 +451,7 @@ class Pipeline:
             return golden, None
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / GOLDEN_BASE_NAME
-        names = {"input_names": [t.name for t in inputs], "output_names": [t.name for t in outputs]}
-        path.write_bytes(encode_golden(golden.samples, **names))
+        path.write_bytes(golden.encode(inputs, outputs))
         return golden, path
 
     def _validate(
@@ -501,19 +500,6 @@ class Pipeline:
                 if err.stage in ("load", "export", "verify"):
                     shared_failure = err
         return outcomes
-
-
-def golden_reference(golden: GoldenSet, inputs: list[TensorInfo]) -> GoldenSamples:
-    """The manifest's `golden` field before publishing (file, sha256 and size are set then)."""
-    return GoldenSamples(
-        file=GOLDEN_BASE_NAME,
-        sha256="",
-        size=0,
-        rtol=golden.rtol,
-        atol=golden.atol,
-        samples=sample_infos(golden.samples, [t.name for t in inputs]),
-        note=golden.note,
-    )
 
 
 def with_profiles(built: list[TensorInfo], exported: list[TensorInfo]) -> list[TensorInfo]:
