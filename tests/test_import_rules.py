@@ -42,6 +42,15 @@ FORBIDDEN: dict[str, set[str]] = {
     "store": {"modelengine.operator", "modelengine.runtime", "modelengine.builder", "kopf", "aiohttp"},
     "builder": {"modelengine.runtime", "modelengine.operator", "kopf", "aiohttp"},
     "backends": {"torch", "modelengine.operator", "modelengine.runtime", "modelengine.builder"},
+    # check: load, export and verify only; no build, no engine store, no cluster.
+    "check": {
+        "modelengine.runtime",
+        "modelengine.operator",
+        "modelengine.builder",
+        "modelengine.backends",
+        "kopf",
+        "aiohttp",
+    },
 }
 
 
