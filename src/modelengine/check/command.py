@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(text)
             say(f"wrote {fmt} report {output}")
-    if all(output is not None for _, output in pairs) and not quiet:
+    if all(output is not None for _, output in pairs):
         sys.stdout.write(render("text", results, root=root, fail_on=fail_on))
     return 1 if any(r.fails(fail_on) for r in results) else 0
 
