@@ -17,6 +17,8 @@ from modelengine.backends.base import Backend
 from modelengine.backends.registry import get_backend
 from modelengine.builder.pipeline import Pipeline
 from modelengine.builder.progress import RecordingReporter
+from modelengine.store.file import FileStore
+from modelengine.store.golden import read_golden
 from modelengine.store.layout import manifest_key
 from modelengine.store.open import open_store
 from modelengine.store.publish import read_manifest
@@ -171,3 +173,56 @@ def test_summary_is_small_json(built: dict[str, Any]) -> None:
         text = json.dumps(o.summary())
         assert len(text) < 4096
         assert json.loads(text)["phase"] == "Ready"
+
+
+def test_every_engine_carries_golden_samples_of_the_onnx_reference(built: dict[str, Any]) -> None:
+    """CPU and TRT-RTX alike (the RTX engine cannot run here: its samples are its only check)."""
+    import onnxruntime as ort
+
+    store = open_store(built["store"].as_uri())
+    for o in built["outcomes"]:
+        m = read_manifest(store, o.build_key)
+        assert m is not None and m.golden is not None and m.validation is not None
+        assert [(s.label, s.shapes) for s in m.golden.samples] == [
+            ("min", [[1, 3, 32, 32]]),
+            ("opt", [[4, 3, 32, 32]]),
+            ("max", [[16, 3, 32, 32]]),
+        ]
+        assert (m.golden.rtol, m.golden.atol) == (m.validation.rtol, m.validation.atol)
+        samples = read_golden(store, m.build_key, m.golden, inputs=m.inputs, outputs=m.outputs)
+        onnx = Path(built["store"]) / "models" / m.onnx_digest / "model.onnx"
+        session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+        for sample in samples:
+            (want,) = session.run(None, sample.inputs)
+            (got,) = sample.outputs.values()
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+class RecordingStore(FileStore):
+    """A real file store that remembers the order of its writes."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writes: list[str] = []
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.writes.append(key)
+        super().put_bytes(key, data)
+
+    def put_file(self, key: str, src: Path) -> None:
+        self.writes.append(key)
+        super().put_file(key, src)
+
+
+def test_golden_samples_are_published_before_the_manifest(built: dict[str, Any]) -> None:
+    me = example(built["store"].as_uri(), [Target(cpu=True)])
+    store = RecordingStore(Path(built["store"]))
+    with Pipeline(me, store=store, reporter=RecordingReporter()) as p:
+        (outcome,) = p.run([ResolvedTarget(BackendName.TENSORRT_RTX, "7.5")])
+    assert outcome.phase == "Ready" and not outcome.cached, outcome.reason
+    m = outcome.manifest
+    assert m is not None and m.golden is not None
+    prefix = f"engines/{m.build_key}/"
+    ours = [k.removeprefix(prefix) for k in store.writes if k.startswith(prefix)]
+    assert ours == [m.engine_file, m.golden.file, "manifest.json"]
+    assert m.golden.file == f"golden.{m.golden.sha256[:12]}.npz"
