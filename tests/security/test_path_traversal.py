@@ -115,3 +115,27 @@ def test_confine_refuses_every_way_out(tmp_path: Path, parts: tuple[str, ...]) -
 
 def test_confine_keeps_a_path_inside(tmp_path: Path) -> None:
     assert confine(tmp_path, "0" * 32, "model.ort.onnx") == tmp_path.resolve() / ("0" * 32) / "model.ort.onnx"
+
+
+def test_build_refuses_an_export_record_naming_files_outside_its_work_dir(tmp_path: Path) -> None:
+    """The builder downloads an export record's files by name: a tampered name is refused."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.store.test_faults import _tiny_onnx_spec
+
+    store = tmp_path / "store"
+    spec = _tiny_onnx_spec(tmp_path, store)
+    command = [sys.executable, "-m", "modelengine.cli", "build", "-f", str(spec)]
+    assert subprocess.run(command, capture_output=True, timeout=300, cwd=tmp_path).returncode == 0
+    (record,) = store.rglob("export.json")
+    doc = json.loads(record.read_text())
+    doc["files"] = ["../../../../../../../../tmp/planted-by-export-record"]
+    record.write_text(json.dumps(doc))
+    shutil.rmtree(store / "engines")  # an engine cache miss: the builder reuses the stored ONNX
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "is refused: files: not a single file name" in last, proc.stderr[-2000:]
+    assert not Path("/tmp/planted-by-export-record").exists()

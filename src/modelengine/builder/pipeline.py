@@ -52,6 +52,7 @@ from modelengine.store.sources import (
     read_source_record,
     source_identity,
 )
+from modelengine.store.trust import confine
 
 if TYPE_CHECKING:
     from modelengine.backends.golden import GoldenSet
@@ -245,13 +246,15 @@ class Pipeline:
         onnx_dir = self.work_dir / "onnx" / digest[:16]
         record_key = model_key(digest, EXPORT_RECORD_NAME)
         try:
-            record = ExportRecord.from_json(self.store.get_bytes(record_key))
+            record = ExportRecord.from_json(
+                self.store.get_bytes(record_key), where=f"export record {self.store.url_for(record_key)}"
+            )
         except NotFound:
             record = None
         if record is not None:
             with self.timings.measure("export", self.reporter) as t:
                 for name in record.files:
-                    self.store.get_file(model_key(digest, name), onnx_dir / name)
+                    self.store.get_file(model_key(digest, name), confine(onnx_dir, name))
                 t.cached = True
                 t.detail = f"ONNX {digest[:12]} from the store"
             for w in record.warnings:
