@@ -120,6 +120,11 @@ def grpc_report(results: list[ModelResult], fails: list[str]) -> list[str]:
             if c in tr:
                 row += f" {tr[c][0]:>8.0f} {tr[c][1]:>7.2f} {tr[c][2]:>7.2f} {me[c][0] / tr[c][0]:>5.2f}x"
             lines.append(row)
+        if not r.throughput:  # --grpc-only: the HTTP table, which shows the ceiling, is not printed
+            b1, b64 = r.ceiling
+            lines.append(
+                f"{'':<14} engine alone, in-process: {b1:.0f}/s at batch 1, {b64:.0f}/s at batch {MAX_BATCH}"
+            )
         if 64 in me and 64 in tr and (me[64][0] < 1.5 * tr[64][0] or me[64][2] >= tr[64][2]):
             fails.append(
                 f"{r.name} gRPC: {me[64][0] / tr[64][0]:.2f}x Triton's throughput at 64 clients, "

@@ -1,7 +1,7 @@
 """The command line, and the order of one model's phases: build, latency (direct, HTTP
 binary and JSON, the bare-HTTP floor), throughput with batching off and on, gRPC at 1/8/64
-clients, then Triton (HTTP at 64 clients, gRPC at 1/8/64). `--grpc-only` keeps the gRPC
-phases alone (modelengine with batching, then Triton).
+clients (taking turns with Triton's gRPC endpoint at each level), then Triton over HTTP at
+64 clients. `--grpc-only` keeps the gRPC phases alone.
 """
 
 from __future__ import annotations
@@ -80,18 +80,24 @@ def run_model(
             if batching and triton_python and not grpc_only:
                 res.vs_triton["modelengine"] = _at_64(server.port, x, seconds)
             if batching:
-                res.grpc["modelengine"] = _grpc_phase(
-                    name, "modelengine", server.grpc_port, x, expected, seconds
-                )
+                triton = None
+                if triton_python:
+                    print(f"[{name}] starting Triton (nvidia-pytriton) for the gRPC comparison", flush=True)
+                    triton = TritonServer(
+                        triton_python, manifest.parent / engine_file_of(manifest), sample, max_delay_ms
+                    )
+                try:
+                    res.grpc = _grpc_phases(name, server, triton, x, expected, seconds)
+                finally:
+                    if triton is not None:
+                        triton.stop()
         finally:
             server.stop()
-    if triton_python:
-        print(f"[{name}] the same against Triton (nvidia-pytriton)", flush=True)
+    if triton_python and not grpc_only:
+        print(f"[{name}] HTTP against Triton (nvidia-pytriton)", flush=True)
         triton = TritonServer(triton_python, manifest.parent / engine_file_of(manifest), sample, max_delay_ms)
         try:
-            if not grpc_only:
-                res.vs_triton["triton"] = _at_64(triton.port, x, seconds)
-            res.grpc["triton"] = _grpc_phase(name, "triton", triton.grpc_port, x, expected, seconds)
+            res.vs_triton["triton"] = _at_64(triton.port, x, seconds)
         finally:
             triton.stop()
     engine.close()
@@ -105,13 +111,24 @@ def _at_64(port: int, x: np.ndarray, seconds: float) -> dict[str, tuple[float, f
     }
 
 
-def _grpc_phase(
-    name: str, server: str, port: int, x: np.ndarray, expected: np.ndarray, seconds: float
-) -> dict[int, tuple[float, float, float]]:
-    out = {}
+def _grpc_phases(
+    name: str,
+    server: Server,
+    triton: TritonServer | None,
+    x: np.ndarray,
+    expected: np.ndarray,
+    seconds: float,
+) -> dict[str, dict[int, tuple[float, float, float]]]:
+    """gRPC at 1/8/64 clients, modelengine and Triton taking turns at each level (both
+    servers up, the idle one waiting), so drifting load from other jobs hits both alike."""
+    ports = {"modelengine": server.grpc_port, **({"triton": triton.grpc_port} if triton else {})}
+    out: dict[str, dict[int, tuple[float, float, float]]] = {who: {} for who in ports}
     for clients in CONCURRENCY:
-        print(f"[{name}] gRPC throughput, {server}, {clients} clients", flush=True)
-        out[clients] = asyncio.run(grpc_throughput(f"127.0.0.1:{port}", x, expected, clients, seconds))
+        for who, port in ports.items():
+            print(f"[{name}] gRPC throughput, {who}, {clients} clients", flush=True)
+            out[who][clients] = asyncio.run(
+                grpc_throughput(f"127.0.0.1:{port}", x, expected, clients, seconds)
+            )
     return out
 
 
