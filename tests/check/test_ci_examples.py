@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from modelengine.cli import build_parser
-from tests.export.helpers import EXAMPLES
+from tests.export.helpers import EXAMPLES, gate_line
 
 CI = EXAMPLES / "ci"
 
@@ -78,3 +78,28 @@ def test_pre_commit_hook_checks_every_modelengine_when_code_or_yaml_changes() ->
     ):
         assert files.search(changed), changed
     assert not files.search("README.md")
+
+
+DOCS = [EXAMPLES.parent / "README.md", CI / "README.md"]
+
+
+def test_the_docs_check_commands_parse_and_their_sample_lines_are_current() -> None:
+    commands = []
+    samples = []
+    for doc in DOCS:
+        for line in doc.read_text().splitlines():
+            text = line.strip().split("  #")[0].strip()
+            if line.startswith("    ") and text.startswith("modelengine check"):
+                commands.append(text)
+            found = re.match(r"\s+examples/combinednet/combinednet\.py:(\d+): (\w+) \[([\w-]+)\]", line)
+            if found:
+                samples.append((int(found[1]), found[2], found[3]))
+    assert len(commands) >= 3
+    for command in commands:
+        assert (
+            build_parser().parse_args(shlex.split(command)[1:]).func.__module__ == "modelengine.check.command"
+        )
+    gate_of = {"frozen-branch-flips": ("SignedGateNet", "error"), "frozen-branch": ("CombinedNet", "warning")}
+    assert {rule for _, _, rule in samples} == set(gate_of)
+    for number, level, rule in samples:
+        assert (number, level) == (gate_line(gate_of[rule][0]), gate_of[rule][1])
