@@ -251,3 +251,24 @@ def test_hot_reload_to_an_engine_failing_acceptance_keeps_the_old_one_serving_un
     assert metric_value(text, "modelengine_runtime_engine_info", build_key=good.build_key) == 1
     kept = [r.getMessage() for r in caplog.records if "keeping the current engine" in r.getMessage()]
     assert len(kept) == 1 and "engine failed acceptance: golden sample opt (x [8, 8])" in kept[0]
+
+
+@pytest.mark.parametrize("tamper", [False, True], ids=["as-built", "perturbed"])
+def test_a_local_engine_directory_gets_the_same_check(
+    published_golden: Golden, tmp_path: Path, start: Callable[..., ServerThread], tamper: bool
+) -> None:
+    """`serve --manifest`: the golden file beside the manifest, as `modelengine build` leaves it."""
+    store = published_golden.store
+    manifest = perturb_golden(store, published_golden.a, "min") if tamper else published_golden.a
+    assert manifest.golden is not None
+    folder = tmp_path / "engine"
+    for name in (manifest.engine_file, manifest.golden.file, "manifest.json"):
+        store.get_file(engine_key(manifest.build_key, name), folder / name)
+    server = start(manifest=folder / "manifest.json", namespace=None, name=None)
+    if not tamper:
+        server.wait_ready()
+        assert server.get("/v2/health/ready")[1]["acceptance"].startswith("3 golden sample(s) passed")
+        return
+    wait_for(lambda: "acceptance" in str(server.get("/v2/health/ready")[1].get("reason", "")))
+    status, doc = server.get("/v2/health/ready")
+    assert status == 503 and "engine failed acceptance: golden sample min (x [1, 8])" in doc["reason"]
