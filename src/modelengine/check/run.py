@@ -13,8 +13,9 @@ finding placed on the line to change:
 - a spec problem on the YAML field it names, a model that cannot be read on
   `spec.model.source`, an output mismatch on `spec.export.verify`.
 
-Unexpected errors are not caught here: they are bugs or infrastructure faults, and the
-command reports them as such rather than as a finding about the user's model.
+Unexpected errors are not caught here: they are bugs or infrastructure faults (a store
+that does not answer while the model is downloaded), and the command reports them as
+such (exit 3 for infrastructure) rather than as a finding about the user's model.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from modelengine.export import (
     export_onnx,
     load_model,
 )
-from modelengine.store.base import StoreError
+from modelengine.store.base import NotFound
 from modelengine.store.open import fetch
 from modelengine.verify import VerificationError, verify_export
 
@@ -135,7 +136,7 @@ def _fetch_model(me: ModelEngine, scratch: Path, add: _Findings) -> tuple[Path, 
                 scratch / "weights" / (Path(model.weights).name or "weights"),
                 endpoint_url=endpoint,
             )
-    except StoreError as err:
+    except NotFound as err:  # other store faults are infrastructure: the command exits 3
         add.at_field("model-unreadable", f"cannot read model: {err}", "spec.model.source")
         return None
     return source, weights
