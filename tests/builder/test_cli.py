@@ -54,6 +54,10 @@ def test_build_then_cached_rebuild_then_inspect(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "onnxruntime" in shown.stdout and outcome["sha256"][:16] in shown.stdout
     assert "min [1, 3, 32, 32]" in shown.stdout
+    assert (
+        "acceptance  3 golden sample(s): min [[1, 3, 32, 32]], opt [[4, 3, 32, 32]], max [[16, 3, 32, 32]]"
+        in (shown.stdout)
+    )
 
 
 def write_spec(tmp_path: Path, **changes: Any) -> Path:

@@ -77,6 +77,16 @@ def describe_manifest(m: EngineManifest) -> str:
             )
         else:
             lines.append(f"validation  not run here: {v.note or 'backend cannot execute on this machine'}")
+    if m.golden:
+        g = m.golden
+        points = ", ".join(f"{s.label} {s.shapes}" for s in g.samples)
+        lines.append(
+            f"acceptance  {len(g.samples)} golden sample(s): {points} (rtol {g.rtol:g}, atol {g.atol:g})  {g.file}"
+        )
+        if g.note:
+            lines.append(f"            {g.note}")
+    else:
+        lines.append("acceptance  no golden samples: the runtime serves this engine without the check")
     lines.append(f"built       {m.created} in {m.build_seconds:.2f}s by {m.builder or '?'}")
     return "\n".join(lines)
 
