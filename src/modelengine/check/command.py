@@ -49,7 +49,6 @@ def register(subparsers: Any) -> None:
             " built or stored. Exit 0: nothing fails the run; 1: a file fails it (an error finding, or a"
             " warning with --fail-on warning); 2: bad arguments; 3: infrastructure fault."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "paths", nargs="*", type=Path, metavar="PATH", help="ModelEngine YAML, or a folder searched for them"
