@@ -7,8 +7,8 @@ Commands are taken from the documents themselves (indented or fenced lines, `$ `
   the same flags (upgrade-only flags such as `--reuse-values` dropped: nothing to reuse);
   the values schema refuses a misspelled key, and every `--set` value must show up in
   the rendered manifests (a key the chart ignores would not).
-- `kubectl ...`: every flag must be one kubectl accepts for that subcommand (from
-  `kubectl SUB --help` and `kubectl options`); every `-f FILE` must exist and hold valid
+- `kubectl ...`: every flag must be one kubectl accepts for that command (from
+  `kubectl create secret generic --help` and the like, and `kubectl options`); every `-f FILE` must exist and hold valid
   objects (built-in kinds against the Kubernetes schema, ModelEngines against the CRD's
   schema); `modelengine crd | kubectl apply ... -f -` must produce the chart's CRD.
 """
@@ -128,14 +128,26 @@ def test_helm_commands_render_as_written(command: DocCommand) -> None:
 
 
 @functools.cache
-def kubectl_flags(subcommand: str) -> frozenset[str]:
-    texts = []
-    for args in ([subcommand, "--help"], ["options"]):
-        proc = subprocess.run([str(KUBECTL), *args], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        texts.append(proc.stdout)
+def kubectl_help(path: tuple[str, ...]) -> str:
+    """`kubectl PATH --help`; `("options",)` gives the global flags (`kubectl options`)."""
+    argv = [*path] if path == ("options",) else [*path, "--help"]
+    proc = subprocess.run([str(KUBECTL), *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def kubectl_subcommands(path: tuple[str, ...]) -> set[str]:
+    text = kubectl_help(path)
+    if "Available Commands:" not in text:
+        return set()
+    section = text.split("Available Commands:", 1)[1].split("\n\n", 1)[0]
+    return {line.split()[0] for line in section.splitlines() if line.strip()}
+
+
+@functools.cache
+def kubectl_flags(path: tuple[str, ...]) -> frozenset[str]:
     flags = set()
-    for text in texts:
+    for text in (kubectl_help(path), kubectl_help(("options",))):
         for short, long in re.findall(r"(?m)^\s+(?:-(\w), )?(--[\w-]+)", text):
             flags.add(long)
             if short:
@@ -164,14 +176,20 @@ def _check_objects(path: Path, where: str) -> None:
             kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
-def _subcommand(words: list[str]) -> str:
-    """The first word that is neither a flag nor a global flag's value (`-n NS`)."""
-    previous = ""
+def _subcommand(words: list[str]) -> tuple[str, ...]:
+    """The command path (`create secret generic`): positional words kubectl lists as commands."""
+    previous, positional = "", []
     for word in words:
         if not word.startswith("-") and previous not in ("-n", "--namespace", "--context", "--kubeconfig"):
-            return word
+            positional.append(word)
         previous = word
-    raise AssertionError(f"no subcommand in kubectl {shlex.join(words)}")
+    assert positional, f"no subcommand in kubectl {shlex.join(words)}"
+    path: tuple[str, ...] = (positional[0],)
+    for word in positional[1:]:
+        if word not in kubectl_subcommands(path):
+            break
+        path = (*path, word)
+    return path
 
 
 @pytest.mark.skipif(not KUBECTL.exists(), reason="no kubectl: run scripts/get-helm.sh (puts it in .tools/)")
@@ -183,7 +201,7 @@ def test_kubectl_commands_use_real_flags_and_files(command: DocCommand) -> None:
     for word in words:
         if word.startswith("-") and word != "-":
             name = word.split("=", 1)[0]
-            assert name in known, f"{command}: kubectl {subcommand} has no flag {name}"
+            assert name in known, f"{command}: kubectl {' '.join(subcommand)} has no flag {name}"
     for flag, value in itertools.pairwise(words):
         if flag in ("-f", "--filename"):
             if value == "-":
