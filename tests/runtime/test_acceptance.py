@@ -246,11 +246,20 @@ def test_hot_reload_to_an_engine_failing_acceptance_keeps_the_old_one_serving_un
     assert readiness and set(readiness) == {200}
     status, doc = server.get("/v2/health/ready")
     assert status == 200 and doc["engine"]["build_key"] == good.build_key
+    assert "engine failed acceptance: golden sample opt (x [8, 8])" in doc["switch_failed"]
     text = server.metrics()
     assert metric_value(text, "modelengine_runtime_engine_switches_total", outcome="failed") == 1
     assert metric_value(text, "modelengine_runtime_engine_info", build_key=good.build_key) == 1
     kept = [r.getMessage() for r in caplog.records if "keeping the current engine" in r.getMessage()]
     assert len(kept) == 1 and "engine failed acceptance: golden sample opt (x [8, 8])" in kept[0]
+
+    # The release moves on to the same engine with its true samples: switched, and cleared.
+    store.put_bytes(manifest_key(other.build_key), other.model_dump_json().encode())
+    release(store, [release_entry(store, other)], generation=3)
+    wait_for(lambda: server.get("/v2/health/ready")[1]["engine"]["build_key"] == other.build_key)
+    status, doc = server.get("/v2/health/ready")
+    assert status == 200 and doc["switch_failed"] is None
+    assert doc["acceptance"].startswith("3 golden sample(s) passed")
 
 
 @pytest.mark.parametrize("tamper", [False, True], ids=["as-built", "perturbed"])

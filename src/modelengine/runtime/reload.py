@@ -61,6 +61,7 @@ class ReleaseWatcher:
         self._cache_dir = cache_dir
         self._factory = backend_factory
         self._seen: str | None = None  # sha256 of the last record acted on
+        self._switch_failed = False
         self.loads = 0
 
     @property
@@ -129,11 +130,17 @@ class ReleaseWatcher:
             self._plane.set_not_ready(str(err))
             if self._plane.active is not None:
                 log.error("engine switch failed, keeping the current engine: %s", err)
+                # shown on /v2/health/ready (still 200): this pod serves the previous engine
+                self._plane.set_detail(switch_failed=str(err))
+                self._switch_failed = True
             return
         self._seen = digest
         self.loads += 1
         self._plane.metrics.reloads.labels("loaded").inc()
         self._plane.set_detail(acceptance=loaded.acceptance)
+        if self._switch_failed:
+            self._plane.set_detail(switch_failed=None)
+            self._switch_failed = False
         await self._plane.install(loaded)
 
     async def run(self, poll_seconds: float) -> None:
