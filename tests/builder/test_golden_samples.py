@@ -9,7 +9,7 @@ import pytest
 
 import modelengine.backends.golden as golden
 from modelengine.api.models import Precision
-from modelengine.store.manifest import TensorInfo
+from modelengine.store.manifest import TensorInfo, ValidationFigures
 from tests.runtime.engines import export_mlp, outputs, profile_inputs
 
 
@@ -57,3 +57,34 @@ def test_a_static_model_gets_one_sample(onnx: Path) -> None:
     assert [(s.label, s.inputs["x"].shape, s.outputs["y"].shape) for s in made.samples] == [
         ("static", (2, 8), (2, 4))
     ]
+
+
+def test_validation_runs_the_samples_where_the_backend_executes(onnx: Path, tmp_path: Path) -> None:
+    """An engine that matches its ONNX but not the samples it would ship with is not published."""
+    from modelengine.backends.onnxruntime import OnnxRuntimeBackend
+    from modelengine.backends.validate import ValidationFailed, validate_engine
+    from tests.runtime.engines import build_ort
+
+    engine = build_ort(onnx, tmp_path / "engine").engine
+    other = make(export_mlp(tmp_path / "other.onnx", seed=4), profile_inputs())
+    own = make(onnx, profile_inputs())
+    backend = OnnxRuntimeBackend()
+
+    def validate(recorded: golden.GoldenSet) -> ValidationFigures:
+        return validate_engine(
+            backend,
+            engine,
+            onnx,
+            profile_inputs(),
+            precision=Precision.FP32,
+            samples=2,
+            rtol=1e-5,
+            atol=1e-5,
+            outputs=outputs(),
+            golden=recorded.samples,
+        )
+
+    figures = validate(own)
+    assert figures.passed and figures.ran
+    with pytest.raises(ValidationFailed, match="the acceptance check would fail: golden sample min"):
+        validate(other)
