@@ -205,3 +205,24 @@ def test_a_folder_without_modelengines_is_refused(capsys: pytest.CaptureFixture[
     (folder / "values.yaml").write_text("kind: ConfigMap\n")
     code, _, err = check(str(folder), capsys=capsys)
     assert code == 2 and "no ModelEngine YAML (kind: ModelEngine) in this folder" in err
+
+
+def test_a_model_inside_the_builder_image_is_a_warning_not_a_failure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = work_dir("check-in-image")
+    spec = write_spec(folder, source=Path("/opt/models/absent-here"), entrypoint="model:make")
+    text = spec.read_text().replace(
+        "  targets:", "  build:\n    image: registry.example/builder-with-model:1\n  targets:"
+    )
+    spec.write_text(text.replace("source: /opt/models/absent-here", "source: file:///opt/models/absent-here"))
+    code, out, _ = check(str(spec), "--root", str(folder), "--format", "json", capsys=capsys)
+    assert code == 0
+    (finding,) = json.loads(out)["files"][0]["findings"]
+    assert (finding["rule"], finding["level"], finding["line"]) == (
+        "model-in-image",
+        "warning",
+        line_of(spec, "source:"),
+    )
+    assert "registry.example/builder-with-model:1" in finding["message"]
+    assert check(str(spec), "--fail-on", "warning", capsys=capsys)[0] == 1

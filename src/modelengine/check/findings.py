@@ -89,6 +89,13 @@ RULES: tuple[Rule, ...] = (
         "Check spec.model.source, format, entrypoint and weights.",
     ),
     Rule(
+        "model-in-image",
+        "ModelInImage",
+        "warning",
+        "The model lives inside the builder image (spec.build.image), not here: it was not checked",
+        "Run modelengine check inside that image, or check the YAML the model is pushed from.",
+    ),
+    Rule(
         "invalid-spec",
         "InvalidSpec",
         "error",

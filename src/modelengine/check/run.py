@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from modelengine.api.models import ModelEngine
 from modelengine.api.validation import SpecError, load_modelengine
@@ -126,6 +127,15 @@ def _check(result: FileResult, scratch: Path, progress: Callable[[str], None]) -
 def _fetch_model(me: ModelEngine, scratch: Path, add: _Findings) -> tuple[Path, Path | None] | None:
     model = me.spec.model
     endpoint = me.spec.storage.endpoint_url
+    if me.spec.build.image and _absent_file(model.source):
+        add.at_field(
+            "model-in-image",
+            f"spec.model.source {model.source} is a path inside spec.build.image {me.spec.build.image}, "
+            "absent here: the model was not checked",
+            "spec.model.source",
+            level="warning",
+        )
+        return None
     try:
         name = Path(model.source.rstrip("/")).name or "model"
         source = fetch(model.source, scratch / "model" / name, endpoint_url=endpoint)
@@ -140,6 +150,11 @@ def _fetch_model(me: ModelEngine, scratch: Path, add: _Findings) -> tuple[Path, 
         add.at_field("model-unreadable", f"cannot read model: {err}", "spec.model.source")
         return None
     return source, weights
+
+
+def _absent_file(uri: str) -> bool:
+    parsed = urlparse(uri)
+    return parsed.scheme == "file" and not Path(unquote(parsed.path)).exists()
 
 
 def _export(
