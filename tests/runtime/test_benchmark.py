@@ -29,3 +29,6 @@ def test_runtime_overhead_quick_run(tmp_path: Path) -> None:
     assert all(v > 0 for v in result["throughput"]["off"].values())
     assert all(v > 0 for v in result["throughput"]["on"].values())
     assert result["http_binary"][0] > 0 and result["direct"][0] > 0
+    assert "KServe v2 gRPC" in proc.stdout
+    assert sorted(result["grpc"]["modelengine"]) == ["1", "64", "8"]
+    assert all(rps > 0 and p50 > 0 for rps, p50, _p99 in result["grpc"]["modelengine"].values())
