@@ -1,6 +1,7 @@
 """A conditional expression (`x if x.mean() > 0 else -x`) holds its condition and both
-branches on one line: which branch a run took is told by the instruction's columns, not
-the line. The watched trace, the eager re-run and the verifier's witness all name it."""
+branches on one line, as a one-line `if c: x = x * 2` does: which branch a run took is
+told by the instruction's columns, not the line (the line alone said `unknown` for the
+first and `else` for the second, whichever way it went). The watched trace, the eager re-run and the verifier's witness all name it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class OneLine(nn.Module):
     def forward(self, x):
         x = x * self.sign
         x = x if x.mean() > 0 else -x
+        if x.mean() > 0: x = x * 2
+        if x.mean() > 1e9: x = x - 1
         return (x.relu() + 1) if x.sum() > 1e9 else (x * 2)
 
 
@@ -78,10 +81,12 @@ def test_watched_trace_and_eager_run_name_the_branch_of_a_one_line_conditional(
     assert sys.gettrace() is None
     assert [s.line for s in notes.bool_sites] == [
         _line("        x = x if x.mean() > 0 else -x"),
+        _line("        if x.mean() > 0: x = x * 2"),
+        _line("        if x.mean() > 1e9: x = x - 1"),
         _line("        return (x.relu() + 1) if x.sum() > 1e9 else (x * 2)"),
     ]
     assert notes.taken is not None
-    assert [notes.taken[s] for s in notes.bool_sites] == [first, "else"]
+    assert [notes.taken[s] for s in notes.bool_sites] == [first, "then", "else", "else"]
     with torch.no_grad():
         _, eager = BranchRecorder(notes.bool_sites).run(module, x)
     assert eager == notes.taken

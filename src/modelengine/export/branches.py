@@ -12,9 +12,11 @@ Two tools, used by the exporter and the verifier alike:
   the other one. The tracer is only installed for that one forward pass and chains to
   whatever tracer (a coverage tool) was active before.
 - A conditional expression (`x if x.mean() > 0 else -x`) usually holds its condition and
-  both branches on one line, so the line tells nothing: for those the frame also gets
-  opcode events, and the branch is the one whose source columns hold the first
-  instruction that runs inside either branch (`co_positions`, Python 3.11+).
+  both branches on one line, and so does a one-line `if c: x = -x`: the line tells
+  nothing there. For those the frame also gets opcode events, and the branch is the one
+  whose source columns hold the first instruction that runs inside either branch
+  (`co_positions`, Python 3.11+); a one-line `if` without `else` went the other way when,
+  after its condition, an instruction outside the whole statement runs.
 - `capture_tracer_warnings(watch_branches=True)` does the same during the trace itself,
   saving the extra eager pass: when a bool-conversion warning arrives (from inside the
   conversion, before the user's frame goes on) it arms a line tracer on just that frame,
@@ -124,24 +126,41 @@ Position = tuple[int, int, int, int]
 class _Span:
     test: tuple[int, int]  # lines of the condition
     body: tuple[int, int]  # lines of the `then` block
-    # A conditional expression's `then` and `else` values: they may share a line with the
-    # condition, so which one runs is told by the running instruction's position.
-    values: tuple[Position, Position] | None = None
+    # Where the branches are when one shares a line with the condition (a conditional
+    # expression, a one-line `if`): which one runs is told by the running instruction's
+    # position. `else` is None for an `if` without one; `whole` is the statement then.
+    values: tuple[Position, Position | None] | None = None
+    test_at: Position | None = None
+    whole: Position | None = None
 
-    def value_taken(self, frame: FrameType) -> str | None:
-        """`then`/`else` when the frame's current instruction lies in one of the values."""
+    def value_taken(self, frame: FrameType, *, after_test: bool = True) -> str | None:
+        """`then`/`else` when the frame's current instruction tells; `after_test` says the
+        condition has run (else an instruction before the statement proves nothing)."""
         assert self.values is not None
         at = _instruction_position(frame.f_code, frame.f_lasti)
         if at is None:
             return None
-        for name, value in zip(("then", "else"), self.values, strict=True):
-            if _within(at, value):
-                return name
+        then, other = self.values
+        if _within(at, then):
+            return "then"
+        if other is not None:
+            return "else" if _within(at, other) else None
+        if after_test and self.whole is not None and not _within(at, self.whole):
+            return "else"
         return None
 
+    def is_test(self, frame: FrameType) -> bool:
+        at = _instruction_position(frame.f_code, frame.f_lasti)
+        return at is not None and self.test_at is not None and _within(at, self.test_at)
 
-def _position(node: ast.expr) -> Position:
+
+def _position(node: ast.expr | ast.stmt) -> Position:
     return (node.lineno, node.col_offset, node.end_lineno or node.lineno, node.end_col_offset or 0)
+
+
+def _block(statements: list[ast.stmt]) -> Position:
+    first, last = _position(statements[0]), _position(statements[-1])
+    return (first[0], first[1], last[2], last[3])
 
 
 def _within(inner: Position, outer: Position) -> bool:
@@ -185,11 +204,24 @@ def _parsed_spans(file: str, mtime_ns: int, size: int) -> tuple[_Span, ...]:
         if isinstance(node, ast.If | ast.While):
             end = node.test.end_lineno or node.test.lineno
             body_end = node.body[-1].end_lineno or node.body[-1].lineno
-            spans.append(_Span((node.test.lineno, end), (node.body[0].lineno, body_end)))
+            if node.body[0].lineno <= end:  # `if c: x = -x`: the body shares the condition's line
+                orelse = _block(node.orelse) if node.orelse else None
+                spans.append(
+                    _Span(
+                        (node.test.lineno, end),
+                        (node.body[0].lineno, body_end),
+                        (_block(node.body), orelse),
+                        _position(node.test),
+                        _position(node),
+                    )
+                )
+            else:
+                spans.append(_Span((node.test.lineno, end), (node.body[0].lineno, body_end)))
         elif isinstance(node, ast.IfExp):
             end = node.test.end_lineno or node.test.lineno
             body = _position(node.body)
-            spans.append(_Span((node.test.lineno, end), (body[0], body[2]), (body, _position(node.orelse))))
+            values = (body, _position(node.orelse))
+            spans.append(_Span((node.test.lineno, end), (body[0], body[2]), values, _position(node.test)))
     return tuple(spans)
 
 
@@ -304,10 +336,14 @@ class BranchRecorder:
         def local(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "opcode":
                 for site, span in by_file.get(frame.f_code.co_filename, []):
-                    if span.values is not None and site not in taken:
-                        value = span.value_taken(frame)
-                        if value is not None:
-                            taken[site] = value
+                    if span.values is None or site in taken:
+                        continue
+                    if span.is_test(frame):
+                        tested.add((frame, site))
+                        continue
+                    value = span.value_taken(frame, after_test=(frame, site) in tested)
+                    if value is not None:
+                        taken[site] = value
                 return local
             if event != "line":
                 return local
@@ -324,6 +360,7 @@ class BranchRecorder:
             return local
 
         _prev: dict[FrameType, int] = {}
+        tested: set[tuple[FrameType, Site]] = set()
         outer = sys.gettrace()
 
         def global_trace(frame: FrameType, event: str, arg: Any) -> Any:
@@ -340,6 +377,7 @@ class BranchRecorder:
         finally:
             sys.settrace(outer)
             _prev.clear()
+            tested.clear()
         for site, span in self._spans.items():
             if span is None:
                 taken.setdefault(site, "unknown")
