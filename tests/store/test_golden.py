@@ -132,6 +132,13 @@ def test_a_file_that_is_not_what_the_manifest_describes_is_refused(
     assert problem in str(err.value)
 
 
+def test_an_input_dtype_numpy_does_not_know_is_refused() -> None:
+    raw = encoded(samples())
+    odd = [INPUTS[0].model_copy(update={"dtype": "float33"})]
+    with pytest.raises(UntrustedDocument, match="input x: dtype float32, the manifest says float33"):
+        decode_golden(raw, reference(raw), inputs=odd, outputs=OUTPUTS, where="golden.npz")
+
+
 def test_bytes_other_than_the_manifest_names_are_refused() -> None:
     raw = encoded(samples())
     ref = reference(raw)
