@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -287,6 +288,53 @@ def test_hot_reload_under_grpc_load_fails_no_request(
     text = server.metrics()
     assert metric_value(text, "modelengine_runtime_engine_switches_total", outcome="loaded") == 2
     assert metric_value(text, "modelengine_runtime_requests_total", outcome="server_error") == 0
+
+
+def test_graceful_shutdown_finishes_in_flight_grpc_requests(
+    published: Published, start: Callable[..., ServerThread]
+) -> None:
+    release(published.store, [release_entry(published.store, published.a)])
+    server = start(store_uri=published.uri, instances=1, grpc_port=0)
+    server.wait_ready()
+    # Hold the single inference thread busy so requests stay in flight deterministically.
+    held = threading.Event()
+    blocker = server.server.plane.pool.submit(held.wait, 30)
+    x = np.ones((1, 8), np.float32)
+
+    def infer() -> tuple[int, ...]:
+        client = _client(server)
+        try:
+            y = client.infer("mlp", [_input(x)]).as_numpy("y")
+            assert y is not None
+            return tuple(y.shape)
+        finally:
+            client.close()
+
+    async def pending() -> int:
+        active = server.server.plane.active
+        assert active is not None and active.batcher is not None
+        return active.batcher.pending
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(infer) for _ in range(8)]
+        while server.call(pending()) < 8:
+            time.sleep(0.01)
+        stopping = asyncio.run_coroutine_threadsafe(server.server.stop(), server.loop)
+        while server.server.plane.ready()[0]:
+            time.sleep(0.01)
+        assert not stopping.done()  # waiting for the 8 gRPC calls
+        held.set()
+        stopping.result(30)
+        shapes = [f.result(timeout=30) for f in futures]
+    blocker.result(5)
+    assert shapes == [(1, 4)] * 8
+    client = _client(server)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            client.is_server_live(client_timeout=5)
+        assert caught.value.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+    finally:
+        client.close()
 
 
 def test_serve_flag_turns_grpc_on_by_default_and_off_with_zero() -> None:
