@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from modelengine.runtime.reload import ReleaseWatcher
 
@@ -139,3 +141,25 @@ def test_bad_new_release_keeps_the_current_engine_serving(
     text = server.metrics()
     assert metric_value(text, "modelengine_runtime_engine_switches_total", outcome="failed") == 1
     assert metric_value(text, "modelengine_runtime_engine_switches_total", outcome="loaded") == 2
+
+
+def test_tampered_release_while_serving_keeps_the_engine_and_says_why_once(
+    published: Published, start: Callable[..., ServerThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    release(published.store, [release_entry(published.store, published.a)], generation=1)
+    server = start(store_uri=published.uri, poll_seconds=0.05)
+    server.wait_ready()
+    doc = json.loads(published.store.get_bytes("releases/default/mlp.json"))
+    doc["engines"][0]["build_key"] = "../../../../tmp/x/.ssh"
+    with caplog.at_level(logging.ERROR):
+        published.store.put_bytes("releases/default/mlp.json", json.dumps(doc).encode())
+        time.sleep(0.5)  # about ten polls
+    refusals = [r.getMessage() for r in caplog.records if "is refused" in r.getMessage()]
+    assert refusals == [
+        f"keeping the current engine: release record {published.uri}/releases/default/mlp.json is refused: "
+        "engines[0].build_key: not a build key (32 to 64 hex digits): '../../../../tmp/x/.ssh'"
+    ]
+    ok, _ = http(server.url + "/v2/models/mlp/infer", json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": [0.5] * 8}]}
+    ).encode())  # fmt: skip
+    assert ok == 200 and server.server.ready
