@@ -79,6 +79,11 @@ def test_health_and_metadata_through_tritonclient_grpc(grpc_served: ServerThread
         assert model["platform"] == "modelengine_onnxruntime"
         assert model["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "8"]}]
         assert model["outputs"] == [{"name": "y", "datatype": "FP32", "shape": ["-1", "4"]}]
+        config = client.get_model_config("mlp", as_json=True)["config"]
+        assert config["max_batch_size"] == 64 and config["platform"] == "modelengine_onnxruntime"
+        assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": ["8"]}]
+        assert config["output"] == [{"name": "y", "data_type": "TYPE_FP32", "dims": ["4"]}]
+        assert config["dynamic_batching"] == {"max_queue_delay_microseconds": "2000"}
     finally:
         client.close()
 

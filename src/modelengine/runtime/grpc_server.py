@@ -8,7 +8,8 @@ failure maps to a gRPC status code with the same one-line, redacted message the 
 carries: 400 → INVALID_ARGUMENT, 404 → NOT_FOUND, 503 → UNAVAILABLE, 413 →
 RESOURCE_EXHAUSTED, anything else → INTERNAL (logged with its traceback). Methods outside
 the core protocol (streaming, repository, shared memory, statistics, ...) answer
-UNIMPLEMENTED, gRPC's own answer to an unknown method.
+UNIMPLEMENTED (`ModelConfig`, Triton's extension, is answered: tools ask it for
+`max_batch_size`), gRPC's own answer to an unknown method.
 
 Messages: the generated classes `tritonclient[grpc]` ships (`tritonclient.grpc.service_pb2`)
 rather than code generated here from KServe's `grpc_predict_v2.proto`. Triton's proto is a
@@ -33,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
 from modelengine.errors import first_line
@@ -108,6 +110,21 @@ class InferenceService:
                 tensors.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
         return response
 
+    async def model_config(self, request: Any, _context: Any) -> Any:
+        """The Triton-style config HTTP's `/config` answers, as Triton's `ModelConfig` message."""
+        doc = self._plane.model_config(request.name, request.version or None)
+        config = mc.ModelConfig(
+            name=doc["name"], platform=doc["platform"], max_batch_size=doc["max_batch_size"]
+        )
+        for tensors, entries in ((config.input, doc["input"]), (config.output, doc["output"])):
+            for t in entries:
+                tensors.add(name=t["name"], data_type=mc.DataType.Value(t["data_type"]), dims=t["dims"])
+        if doc["dynamic_batching"] is not None:
+            config.dynamic_batching.max_queue_delay_microseconds = doc["dynamic_batching"][
+                "max_queue_delay_microseconds"
+            ]
+        return pb.ModelConfigResponse(config=config)
+
     async def model_infer(self, request: Any, _context: Any) -> Any:
         plane = self._plane
 
@@ -131,6 +148,7 @@ class InferenceService:
             "ModelReady": (self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
             "ServerMetadata": (self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
             "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+            "ModelConfig": (self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
             "ModelInfer": (self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
         }
         return grpc.method_handlers_generic_handler(
