@@ -183,15 +183,19 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return self._refuse(request, causes)
         return await super()._handle(request)
 
+    def _type_of(self, resource: Any) -> tuple[str, str]:
+        """(apiVersion, kind) of a resource, as a real server writes them into every object."""
+        kind = self.resources[resource].kind if resource in self.resources else resource.plural
+        api_version = f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
+        return api_version, str(kind)
+
     def _refuse(
         self, request: rendering.Request, causes: list[apiserver_rules.Cause]
     ) -> aiohttp.web.Response:
         assert request.resource is not None
-        resource = request.resource
-        kind = self.resources[resource].kind if resource in self.resources else resource.plural
+        api_version, kind = self._type_of(request.resource)
         data = request.data if isinstance(request.data, dict) else {}
         name = request.name or str((data.get("metadata") or {}).get("name") or "")
-        api_version = f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
         body = apiserver_rules.invalid_status(
             kind=str(kind), api_version=api_version, name=name, causes=causes
         )
@@ -205,6 +209,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
     def _stamp_create(self, request: rendering.Request) -> list[apiserver_rules.Cause]:
         assert request.resource is not None
         plural = str(request.resource.plural)
+        api_version, kind = self._type_of(request.resource)
+        request.data["apiVersion"], request.data["kind"] = api_version, request.data.get("kind") or kind
         meta = request.data.setdefault("metadata", {})
         meta.setdefault("namespace", request.namespace) if request.namespace else None
         meta["uid"] = str(uuid.uuid4())
