@@ -241,6 +241,55 @@ async def test_64_concurrent_grpc_clients_get_their_own_results_in_batches(
     assert metric_value(text, "modelengine_runtime_inflight_requests") == 0
 
 
+def test_http_and_grpc_requests_share_one_batch(
+    published: Published, engines: Engines, start: Callable[..., ServerThread]
+) -> None:
+    """4 requests over each protocol, held while the one inference thread is busy: a batch of
+    more than 4 rows can only be formed from both protocols' requests."""
+    release(published.store, [release_entry(published.store, published.a)])
+    server = start(store_uri=published.uri, instances=1, max_delay_ms=50.0, grpc_port=0)
+    server.wait_ready()
+    held = threading.Event()
+    blocker = server.server.plane.pool.submit(held.wait, 30)
+    rows = [np.full((1, 8), i / 8, np.float32) for i in range(8)]
+
+    def over_grpc(x: np.ndarray) -> np.ndarray:
+        client = _client(server)
+        try:
+            y: np.ndarray | None = client.infer("mlp", [_input(x)]).as_numpy("y")
+            assert y is not None
+            return y
+        finally:
+            client.close()
+
+    def over_http(x: np.ndarray) -> np.ndarray:
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": x.ravel().tolist()}]}
+        status, doc = http(f"{server.url}/v2/models/mlp/infer", json.dumps(body).encode())
+        assert status == 200, doc
+        return np.array(doc["outputs"][0]["data"], np.float32).reshape(1, 4)
+
+    async def queued() -> int:
+        active = server.server.plane.active
+        assert active is not None and active.batcher is not None
+        return active.batcher.pending
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(over_grpc if i % 2 else over_http, x) for i, x in enumerate(rows)]
+        while server.call(queued()) < 8:
+            time.sleep(0.01)
+        held.set()
+        answers = [f.result(timeout=30) for f in futures]
+    blocker.result(5)
+    for x, y in zip(rows, answers, strict=True):
+        np.testing.assert_allclose(y, engines.a.reference(x), rtol=1e-5, atol=1e-6)
+    text = server.metrics()
+    up_to_4 = metric_value(text, "modelengine_runtime_batch_size_bucket", le="4.0")
+    up_to_8 = metric_value(text, "modelengine_runtime_batch_size_bucket", le="8.0")
+    assert up_to_4 >= 1  # the first request, alone on the idle engine
+    assert up_to_8 - up_to_4 >= 1, "no batch held requests of both protocols"
+    assert metric_value(text, "modelengine_runtime_batch_size_sum") == 8
+
+
 def test_hot_reload_under_grpc_load_fails_no_request(
     published: Published, engines: Engines, start: Callable[..., ServerThread]
 ) -> None:
