@@ -53,7 +53,18 @@ from kmock._internal import dicts, enums, rendering
 from tests.operator import apiserver_defaults, apiserver_rules
 
 # Kinds whose `status` is a subresource on a real server (plural names).
-STATUS_SUBRESOURCE_PLURALS = frozenset({"modelengines", "jobs", "pods", "deployments"})
+STATUS_SUBRESOURCE_PLURALS = frozenset(
+    {
+        "modelengines",
+        "jobs",
+        "pods",
+        "deployments",
+        "services",
+        "nodes",
+        "horizontalpodautoscalers",
+        "poddisruptionbudgets",
+    }
+)
 
 
 def _now() -> str:
