@@ -162,6 +162,22 @@ def test_wrong_shape_is_invalid_argument_with_the_http_message(grpc_served: Serv
     assert metric_value(text, "modelengine_runtime_requests_total", outcome="server_error") == 0
 
 
+def test_message_over_the_request_limit_is_resource_exhausted(
+    published: Published, start: Callable[..., ServerThread]
+) -> None:
+    release(published.store, [release_entry(published.store, published.a)])
+    server = start(store_uri=published.uri, grpc_port=0, max_request_mib=1 / 1024)  # 1 KiB
+    server.wait_ready()
+    client = _client(server)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("mlp", [_input(np.zeros((64, 8), np.float32))])  # 2 KiB of raw contents
+        assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        assert client.infer("mlp", [_input(np.zeros((1, 8), np.float32))]).as_numpy("y") is not None
+    finally:
+        client.close()
+
+
 def test_unknown_model_is_not_found_with_the_http_message(grpc_served: ServerThread) -> None:
     x = np.zeros((1, 8), np.float32)
     status, message = _http_error(grpc_served, "nope", x)
