@@ -127,3 +127,19 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ, **ENV)
+
+
+def test_build_at_vvv_against_s3_leaks_nothing(s3_env: dict[str, str], tmp_path: Path) -> None:
+    """The builder's side: uploads to moto at -vvv (signed PUTs dumped by botocore)."""
+    from tests.store.test_faults import _tiny_onnx_spec
+
+    spec = _tiny_onnx_spec(tmp_path, tmp_path / "unused")
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelengine.cli", "-vvv", "build", "-f", str(spec), "--store", s3_env["uri"],
+         "--s3-endpoint", s3_env["endpoint_url"]],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "X-Amz-Security-Token" in proc.stderr and "PutObject" in proc.stderr
+    texts = {"stdout": proc.stdout, "stderr": proc.stderr} | _files(tmp_path)
+    assert not _leaks(texts), _leaks(texts)
