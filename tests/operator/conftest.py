@@ -83,7 +83,10 @@ class World:
                         {"name": "x", "shape": [-1, 8], "min": [1, 8], "opt": [opt, 8], "max": [16, 8]}
                     ]
                 },
-                "build": {"backend": "tensorrt-rtx", "image": "registry.test/modelengine-builder-with-model:1"},
+                "build": {
+                    "backend": "tensorrt-rtx",
+                    "image": "registry.test/modelengine-builder-with-model:1",
+                },
                 "targets": targets or [{"auto": True}],
                 "storage": {
                     "uri": f"s3://{self.bucket}/store",
@@ -130,7 +133,12 @@ class World:
             if j["metadata"]["name"].startswith("me-resolve-") == resolve
         ]
         if name is not None:
-            jobs = [j for j in jobs if j["metadata"]["labels"].get("modelengine.io/name") == name]
+            jobs = [
+                j
+                for j in jobs
+                if j["metadata"]["labels"].get("modelengine.io/name") == name
+                or any(o.get("name") == name for o in j["metadata"].get("ownerReferences") or [])
+            ]
         return jobs
 
     def events(self, name: str) -> list[dict[str, Any]]:

@@ -114,6 +114,13 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
         subresources={"status"},
         verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
+    "policy/v1/poddisruptionbudgets": kmock.ResourceInfo(
+        kind="PodDisruptionBudget",
+        singular="poddisruptionbudget",
+        namespaced=True,
+        subresources={"status"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
     "kopf.dev/v1/kopfpeerings": kmock.ResourceInfo(
         kind="KopfPeering",
         singular="kopfpeering",

@@ -410,7 +410,7 @@ def test_delete_retention_removes_engines_and_release(world: World) -> None:
         assert obj is not None and "modelengine.io/finalizer" in obj["metadata"]["finalizers"]
         key = status["engines"][0]["buildKey"]
         s3 = _s3(world)
-        assert s3.list_objects_v2(Bucket=world.bucket, Prefix=f"store/engines/{key}/")["KeyCount"] == 2
+        assert s3.list_objects_v2(Bucket=world.bucket, Prefix=f"store/engines/{key}/")["KeyCount"] >= 2
         world.custom.delete_namespaced_custom_object(
             "modelengine.io", "v1alpha1", NAMESPACE, "modelengines", "ephemeral"
         )
@@ -531,11 +531,16 @@ def test_a_253_character_name_gets_valid_labels_and_names_and_is_ready(world: Wo
     operator = world.operator()
     try:
         world.apply(
-            world.modelengine(name, targets=[{"cpu": True}], serving={"minReplicas": 1, "maxReplicas": 2})
+            world.modelengine(
+                name,
+                targets=[{"cpu": True}],
+                opt=6,
+                serving={"minReplicas": 1, "maxReplicas": 2, "cpu": True},
+            )
         )
         status = wait_for(_phase(world, name, "Ready"), timeout=120, what="Ready")
         assert status["targetsReady"] == "1/1"
-        (job,) = world.jobs()
+        (job,) = world.jobs(name)
         labels = job["metadata"]["labels"]
         assert all(len(v) <= 63 and v[-1].isalnum() for v in labels.values()), labels
         assert labels["modelengine.io/name"] != name[:63]  # hash-suffixed, not cut at a `-`
@@ -545,6 +550,7 @@ def test_a_253_character_name_gets_valid_labels_and_names_and_is_ready(world: Wo
                 and world.cluster.objects("deployments", NAMESPACE)
             ),
             what="serving Deployment",
+            show=lambda: world.status(name),
         )[0]
         assert len(deployment["metadata"]["name"]) <= 63 and deployment["metadata"]["name"].endswith(
             "-runtime"
@@ -555,14 +561,20 @@ def test_a_253_character_name_gets_valid_labels_and_names_and_is_ready(world: Wo
 
 def test_an_object_the_server_refuses_is_reported_and_retried_with_backoff(world: World) -> None:
     jobs_path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
-    world.cluster.inject(lambda k: k[f"post {jobs_path}"][:1] << 422)
+    # KMock's slices count every matching request the server has seen: refuse the next one.
+    seen = sum(
+        1
+        for r in world.cluster.requests()
+        if r.url.path == jobs_path and "POST" in str(getattr(r.method, "value", r.method)).upper()
+    )
+    world.cluster.inject(lambda k: k[f"post {jobs_path}"][seen : seen + 1] << 422)
     operator = world.operator(options={"retry_seconds": 0.5})
     try:
-        world.apply(world.modelengine("refused", targets=[{"cpu": True}]))
+        world.apply(world.modelengine("refused", targets=[{"cpu": True}], opt=7))  # a key no test built
         events = wait_for(
             lambda: [e for e in world.events("refused") if e["reason"] == "CreateRefused"], what="an Event"
         )
-        assert "me-resolve-" in events[0]["message"] and "HTTP 422" in events[0]["message"]
+        assert "refused Job me-" in events[0]["message"] and "HTTP 422" in events[0]["message"]
         # The refusal reached the status too (KMock stores the object despite its 422, so the
         # next reconcile may move on quickly: read the patch the operator sent).
         patches = [
@@ -571,7 +583,7 @@ def test_an_object_the_server_refuses_is_reported_and_retried_with_backoff(world
             if r.url.path.endswith("/modelengines/refused/status") and isinstance(r.data, dict)
         ]
         failed = [p["status"] for p in patches if (p.get("status") or {}).get("phase") == "Failed"]
-        assert failed and "the API server refused Job me-resolve-" in failed[0]["message"]
+        assert failed and "the API server refused Job me-" in failed[0]["message"]
         # Retried with backoff, not given up: the next create goes through and the build finishes.
         wait_for(_phase(world, "refused", "Ready"), timeout=120, what="Ready after the retry")
         assert operator.controller.metrics.value("modelengine_reconciles_total", {"result": "retry"}) >= 1

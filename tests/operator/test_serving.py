@@ -1,8 +1,10 @@
-"""`spec.serving`: the rendered Deployment/Service/HPA (units) and the operator applying them.
+"""`spec.serving`: serving groups, their rendered objects (units) and the operator applying them.
 
-The end-to-end scenario runs the operator against KMock with a real TRT-RTX build of the
-tiny model (one target), then checks the objects in the API server, that a restart writes
-nothing, that a serving change patches, and that removing `spec.serving` deletes them.
+The end-to-end scenarios run the operator against KMock with real TRT-RTX builds of the
+tiny model, then check the objects in the API server: one group per GPU kind with an
+engine (none for a kind without), a restart that writes nothing, a serving change that
+patches, a new GPU kind that gets its group, the version gate, a stalled rollout, and
+removing `spec.serving` deleting every group.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from typing import Any
 import pytest
 
 from modelengine.api.models import BackendName
-from modelengine.api.targets import ResolvedTarget
+from modelengine.api.targets import GpuKind, ResolvedTarget
 from modelengine.api.validation import parse_modelengine
 from modelengine.operator import serving_objects as serving
 from modelengine.operator.config import OperatorConfig
+from modelengine.operator.serving_groups import ServingGroup, plan_groups
 from tests.operator.conftest import NAMESPACE, World
-from tests.operator.harness import wait_for
+from tests.operator.harness import gpu_node, wait_for
 
 GPU = ResolvedTarget(BackendName.TENSORRT_RTX, "8.9")
 CPU = ResolvedTarget(BackendName.ONNXRUNTIME, None)
+L4 = GpuKind("NVIDIA-L4", "8.9")
+L4_GROUP = ServingGroup("nvidia-l4", L4, GPU, "1.7.1.116", None)
+CPU_GROUP = ServingGroup("cpu", None, CPU, "1.22.0", None)
 
 
 def _me(**serving_spec: Any) -> Any:
@@ -46,8 +52,8 @@ def _me(**serving_spec: Any) -> Any:
 
 def test_deployment_runs_the_runtime_sidecar_with_probes_ports_and_credentials() -> None:
     me = _me(minReplicas=2, maxReplicas=5, batching={"maxBatchSize": 16, "maxDelayMs": 5})
-    dep = serving.deployment(me=me, uid="u-1", config=OperatorConfig(runtime_image="rt:1"), targets=[GPU])
-    assert dep["metadata"]["name"] == "resnet-runtime" and dep["metadata"]["namespace"] == "ml"
+    dep = serving.deployment(me=me, uid="u-1", config=OperatorConfig(runtime_image="rt:1"), group=L4_GROUP)
+    assert dep["metadata"]["name"] == "resnet-nvidia-l4-runtime" and dep["metadata"]["namespace"] == "ml"
     assert dep["metadata"]["labels"]["modelengine.io/name"] == "resnet"
     assert dep["metadata"]["ownerReferences"][0] == {
         "apiVersion": "modelengine.io/v1alpha1",
@@ -77,6 +83,7 @@ def test_deployment_runs_the_runtime_sidecar_with_probes_ports_and_credentials()
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8000}
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [
         ("http", 8000),
+        ("grpc", 8001),
         ("metrics", 8002),
     ]
     assert container["securityContext"]["runAsNonRoot"] is True
@@ -84,37 +91,91 @@ def test_deployment_runs_the_runtime_sidecar_with_probes_ports_and_credentials()
     assert container["resources"]["requests"]["cpu"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"] == [
+        {"key": "nvidia.com/gpu.compute.major", "operator": "In", "values": ["8"]},
+        {"key": "nvidia.com/gpu.compute.minor", "operator": "In", "values": ["9"]},
+        {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4"]},
+    ]
+    assert dep["spec"]["selector"]["matchLabels"]["modelengine.io/serving-group"] == "nvidia-l4"
+    # A rollout never takes a ready pod away before its replacement is ready.
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
 
 
-def test_a_cpu_engine_in_the_release_runs_the_pods_on_cpu_and_no_batching_is_passed() -> None:
-    me = _me(image="mine:2", batching={"enabled": False})
-    dep = serving.deployment(me=me, uid=None, config=OperatorConfig(), targets=[GPU, CPU])
+def test_the_cpu_group_runs_on_cpu_nodes_and_no_batching_is_passed() -> None:
+    me = _me(image="mine:2", batching={"enabled": False}, cpu=True)
+    dep = serving.deployment(me=me, uid=None, config=OperatorConfig(), group=CPU_GROUP)
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert "tolerations" not in dep["spec"]["template"]["spec"]  # the server drops an empty list
     assert container["image"] == "mine:2"
     assert "--no-batching" in container["command"] and "--max-batch-size" not in container["command"]
     assert "ownerReferences" not in dep["metadata"]
-    assert serving.wants_gpu([GPU]) and not serving.wants_gpu([CPU]) and not serving.wants_gpu([])
+    terms = dep["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"] == [
+        {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}
+    ]
+
+
+def test_groups_one_per_gpu_kind_with_an_engine_none_elsewhere_and_the_version_gate() -> None:
+    a100, h100 = GpuKind("NVIDIA-A100", "8.0"), GpuKind("NVIDIA-H100", "9.0")
+    a100_engine = ResolvedTarget(BackendName.TENSORRT_RTX, "8.0")
+    released = [(GPU, "1.7.1.116"), (a100_engine, "1.7.1.116"), (CPU, "1.22.0")]
+    versions = {BackendName.TENSORRT_RTX: "1.7.1.116", BackendName.ONNXRUNTIME: "1.23.1"}
+    plan = plan_groups(
+        _me().spec.serving, kinds=[a100, h100, L4], released=released, runtime_versions=versions
+    )
+    assert [(g.slug, g.target.compute_capability) for g in plan.groups] == [
+        ("nvidia-a100", "8.0"),
+        ("nvidia-l4", "8.9"),
+    ]
+    assert plan.without_engine == [h100] and plan.blocked == []
+    # CPU serving only when asked for; ONNX Runtime is compatible within a major version.
+    with_cpu = plan_groups(_me(cpu=True).spec.serving, kinds=[], released=released, runtime_versions=versions)
+    assert [g.slug for g in with_cpu.groups] == ["cpu"]
+    # An engine the serving image cannot load holds its group back, naming both versions.
+    other = {BackendName.TENSORRT_RTX: "1.8.0.1", BackendName.ONNXRUNTIME: "1.23.1"}
+    gated = plan_groups(_me().spec.serving, kinds=[L4], released=released, runtime_versions=other)
+    assert gated.groups == []
+    ((group, why),) = gated.blocked
+    assert group.slug == "nvidia-l4" and "1.7.1.116" in why and "1.8.0.1" in why
+    # Per-group overrides: replica bounds and resources.
+    me = _me(
+        minReplicas=1,
+        maxReplicas=2,
+        groups=[{"product": "NVIDIA-L4", "maxReplicas": 9, "resources": {"cpu": "3"}}],
+    )
+    (l4,) = plan_groups(me.spec.serving, kinds=[L4], released=released, runtime_versions=versions).groups
+    assert serving.autoscaler(me=me, uid=None, group=l4)["spec"]["maxReplicas"] == 9
+    dep = serving.deployment(me=me, uid=None, config=OperatorConfig(), group=l4)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "3"
 
 
 def test_service_and_hpa_per_metric() -> None:
     svc = serving.service(me=_me(), uid="u")
     assert svc["spec"]["type"] == "ClusterIP"
-    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 8000), ("metrics", 8002)]
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
+        ("http", 8000),
+        ("grpc", 8001),
+        ("metrics", 8002),
+    ]
     assert svc["spec"]["selector"] == {
         "modelengine.io/name": "resnet",
         "app.kubernetes.io/component": "runtime",
     }
 
     hpa = serving.autoscaler(
-        me=_me(minReplicas=2, maxReplicas=6, autoscaling={"metric": "cpu", "target": 60}), uid="u"
+        me=_me(minReplicas=2, maxReplicas=6, autoscaling={"metric": "cpu", "target": 60}),
+        uid="u",
+        group=L4_GROUP,
     )
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "name": "resnet-runtime",
+        "name": "resnet-nvidia-l4-runtime",
     }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     assert hpa["spec"]["metrics"] == [
@@ -127,7 +188,7 @@ def test_service_and_hpa_per_metric() -> None:
         ("inflight", "modelengine_runtime_inflight_requests"),
         ("rps", "modelengine_runtime_requests_per_second"),
     ):
-        hpa = serving.autoscaler(me=_me(autoscaling={"metric": metric, "target": 8}), uid="u")
+        hpa = serving.autoscaler(me=_me(autoscaling={"metric": metric, "target": 8}), uid="u", group=L4_GROUP)
         assert hpa["spec"]["metrics"] == [
             {
                 "type": "Pods",
@@ -171,47 +232,94 @@ def test_needs_update_ignores_server_defaults_but_sees_our_changes() -> None:
 def _writes(world: World, start: int) -> list[tuple[str, str]]:
     out = []
     for request in world.cluster.requests()[start:]:
+        agent = request.headers.get("User-Agent", "")
+        if not (agent.startswith("test-operator-") or agent.startswith("kopf/")):
+            continue  # the test's own requests and the test node's (it runs the serving pods)
         method = str(request.method.value if hasattr(request.method, "value") else request.method).upper()
         if method.endswith(("POST", "PATCH", "PUT", "DELETE")):
             out.append((method, request.url.path))
     return out
 
 
-def _serving_objects(world: World) -> dict[str, dict[str, Any] | None]:
+def _group_objects(world: World, group: str) -> dict[str, dict[str, Any] | None]:
+    name = f"served-{group}-runtime"
     return {
-        plural: world.cluster.get(plural, NAMESPACE, "served-runtime")
-        for plural in ("deployments", "services", "horizontalpodautoscalers")
+        plural: world.cluster.get(plural, NAMESPACE, name)
+        for plural in ("deployments", "horizontalpodautoscalers", "poddisruptionbudgets")
     }
 
 
-def test_serving_objects_follow_the_modelengine(world: World) -> None:
+def _deployments(world: World) -> list[str]:
+    return sorted(d["metadata"]["name"] for d in world.cluster.objects("deployments", NAMESPACE))
+
+
+def _groups(world: World) -> dict[str, dict[str, Any]]:
+    return {g["group"]: g for g in world.status("served").get("serving") or []}
+
+
+def test_serving_groups_follow_the_modelengine_and_the_cluster(world: World) -> None:
+    from kubernetes import client
+
+    apps = client.AppsV1Api(world.core.api_client)
     doc = world.modelengine(
         "served",
-        targets=[{"computeCapability": "8.9"}],
+        # Engines for L4 (8.9) and A100 (8.0); 12.0 has no Node yet; A10 and H100 no engine.
+        targets=[{"computeCapability": "8.9"}, {"computeCapability": "8.0"}, {"computeCapability": "12.0"}],
         serving={"minReplicas": 1, "maxReplicas": 3, "autoscaling": {"metric": "cpu", "target": 50}},
     )
-    operator = world.operator(options={"runtime_image": "runtime:test"})
+    # No batching of progress-only status writes: nothing is left pending when it stops.
+    operator = world.operator(options={"runtime_image": "runtime:test", "status_interval_seconds": 0})
     try:
         world.apply(doc)
-        wait_for(lambda: world.status("served").get("phase") == "Ready", timeout=120, what="Ready")
-        objs = wait_for(
-            lambda: all(_serving_objects(world).values()) and _serving_objects(world), what="serving objects"
+        wait_for(
+            lambda: world.status("served").get("phase") == "Ready",
+            timeout=180,
+            what="Ready",
+            show=lambda: world.status("served"),
         )
+        groups = ("nvidia-l4", "nvidia-a100-sxm4-80gb")
+        objs: dict[str, dict[str, dict[str, Any] | None]] = {}
+        for g in groups:
+            objs[g] = wait_for(
+                lambda g=g: all(_group_objects(world, g).values()) and _group_objects(world, g),  # type: ignore[misc]
+                what=g,
+            )
+        assert _deployments(world) == sorted(f"served-{g}-runtime" for g in groups)  # exactly two groups
+        svc = wait_for(lambda: world.cluster.get("services", NAMESPACE, "served-runtime"), what="Service")
+        assert [p["port"] for p in svc["spec"]["ports"]] == [8000, 8001, 8002]
         uid = world.cluster.get("modelengines", NAMESPACE, "served")["metadata"]["uid"]  # type: ignore[index]
-        dep, svc, hpa = objs["deployments"], objs["services"], objs["horizontalpodautoscalers"]
-        for obj in (dep, svc, hpa):
-            assert obj["metadata"]["ownerReferences"][0]["uid"] == uid
-            assert obj["metadata"]["labels"]["modelengine.io/name"] == "served"
-        (container,) = dep["spec"]["template"]["spec"]["containers"]
-        assert container["image"] == "runtime:test"
-        assert container["command"][:2] == ["modelengine", "serve"]
-        assert f"s3://{world.bucket}/store" in container["command"]
-        assert world.endpoint in container["command"]
-        assert container["envFrom"] == [{"secretRef": {"name": "store-credentials"}}]
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"  # only GPU engines
-        assert [p["port"] for p in svc["spec"]["ports"]] == [8000, 8002]
-        assert hpa["spec"]["maxReplicas"] == 3
-        assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 50
+        for group, parts in objs.items():
+            dep = parts["deployments"]
+            assert dep is not None
+            for obj in parts.values():
+                assert obj is not None and obj["metadata"]["ownerReferences"][0]["uid"] == uid
+            pod = dep["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            assert container["image"] == "runtime:test" and container["command"][:2] == [
+                "modelengine",
+                "serve",
+            ]
+            assert container["envFrom"] == [{"secretRef": {"name": "store-credentials"}}]
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+            product = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            assert {
+                "key": "nvidia.com/gpu.product",
+                "operator": "In",
+                "values": [product_of(group)],
+            } in product["nodeSelectorTerms"][0]["matchExpressions"]
+            assert parts["horizontalpodautoscalers"]["spec"]["maxReplicas"] == 3  # type: ignore[index]
+        status = wait_for(lambda: len(_groups(world)) == 4 and _groups(world), what="serving status")
+        assert {g for g, v in status.items() if v["phase"] == "NoEngine"} == {
+            "NVIDIA-A10",
+            "NVIDIA-H100-80GB-HBM3",
+        }
+        assert "no engine for NVIDIA-H100-80GB-HBM3 (9.0)" in status["NVIDIA-H100-80GB-HBM3"]["reason"]
+        assert (
+            operator.controller.metrics.value(
+                "modelengine_gpu_kinds_without_engine", {"namespace": NAMESPACE, "modelengine": "served"}
+            )
+            == 2
+        )
         wait_for(lambda: operator.controller.idle.is_set(), what="idle")
     finally:
         operator.stop()
@@ -227,30 +335,118 @@ def test_serving_objects_follow_the_modelengine(world: World) -> None:
         wait_for(lambda: operator.controller.idle.is_set(), what="idle")
         assert _writes(world, start) == []
 
-        # A serving change patches the HPA in place (one write), nothing else.
+        # A serving change patches each group's HPA in place, nothing else.
         start = len(world.cluster.requests())
         doc["spec"]["serving"]["autoscaling"] = {"metric": "inflight", "target": 4}
         world.apply(doc)
-        hpa = wait_for(
-            lambda: (
-                (h := world.cluster.get("horizontalpodautoscalers", NAMESPACE, "served-runtime"))
+        wait_for(
+            lambda: all(
+                (h := world.cluster.get("horizontalpodautoscalers", NAMESPACE, f"served-{g}-runtime"))
                 and h["spec"]["metrics"][0]["type"] == "Pods"
-                and h
+                for g in ("nvidia-l4", "nvidia-a100-sxm4-80gb")
             ),
-            what="the HPA patched",
+            what="the HPAs patched",
         )
-        assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "modelengine_runtime_inflight_requests"
         wait_for(lambda: operator.controller.idle.is_set(), what="idle")
         writes = [w for w in _writes(world, start) if "modelengines" not in w[1]]  # the test's own apply
-        assert writes == [
-            ("PATCH", f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/served-runtime")
-        ]
+        assert sorted(writes) == sorted(
+            (
+                "PATCH",
+                f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/served-{g}-runtime",
+            )
+            for g in ("nvidia-l4", "nvidia-a100-sxm4-80gb")
+        )
 
-        # Removing spec.serving deletes all three.
+        # A node pool of a new kind whose engine is already built gets its group.
+        world.core.create_node(gpu_node("gpu-rtx-0", "NVIDIA-RTX-PRO-6000", "12.0", family="blackwell"))
+        wait_for(lambda: "served-nvidia-rtx-pro-6000-runtime" in _deployments(world), what="a third group")
+
+        # The Deployment controller reports a rollout past its deadline: the group is Stalled,
+        # said in status, a condition and an Event; the old pods are left alone.
+        name = "served-nvidia-l4-runtime"
+        generation = world.cluster.get("deployments", NAMESPACE, name)["metadata"]["generation"]  # type: ignore[index]
+        apps.patch_namespaced_deployment_status(
+            name,
+            NAMESPACE,
+            {
+                "status": {
+                    "observedGeneration": generation,
+                    "replicas": 2,
+                    "readyReplicas": 1,
+                    "availableReplicas": 1,
+                    "updatedReplicas": 1,
+                    "conditions": [
+                        {
+                            "type": "Progressing",
+                            "status": "False",
+                            "reason": "ProgressDeadlineExceeded",
+                            "message": f'ReplicaSet "{name}-7d9f" has timed out progressing.',
+                        }
+                    ],
+                }
+            },
+        )
+        stalled = wait_for(
+            lambda: _groups(world).get("nvidia-l4", {}).get("phase") == "Stalled" and world.status("served"),
+            what="Stalled",
+        )
+        conditions = {c["type"]: c for c in stalled["conditions"]}
+        assert conditions["RolloutStalled"]["status"] == "True"
+        assert "NVIDIA-L4: ReplicaSet" in conditions["RolloutStalled"]["message"]
+        events = wait_for(
+            lambda: [e for e in world.events("served") if e["reason"] == "RolloutStalled"], what="an Event"
+        )
+        assert events[0]["type"] == "Warning" and "NVIDIA-L4" in events[0]["message"]
+
+        # Removing spec.serving deletes every group and the Service.
         world.custom.patch_namespaced_custom_object(
             "modelengine.io", "v1alpha1", NAMESPACE, "modelengines", "served", {"spec": {"serving": None}}
         )
-        wait_for(lambda: not any(_serving_objects(world).values()), what="serving objects deleted")
+        wait_for(lambda: not _deployments(world), what="every group deleted")
+        wait_for(
+            lambda: world.cluster.get("services", NAMESPACE, "served-runtime") is None, what="Service deleted"
+        )
+        assert not world.cluster.objects("poddisruptionbudgets", NAMESPACE)
+        assert not world.cluster.objects("horizontalpodautoscalers", NAMESPACE)
     finally:
         operator.stop()
         world.delete("served")
+        if world.cluster.get("nodes", None, "gpu-rtx-0") is not None:
+            world.core.delete_node("gpu-rtx-0")
+
+
+def test_the_version_gate_holds_back_an_engine_the_serving_image_cannot_load(world: World) -> None:
+    doc = world.modelengine("gated", targets=[{"computeCapability": "8.9"}], serving={"maxReplicas": 2})
+    operator = world.operator(options={"runtime_backend_versions": {"tensorrt-rtx": "1.0.0.1"}})
+    try:
+        world.apply(doc)
+        status = wait_for(
+            lambda: (
+                (world.status("gated").get("phase") == "Ready")
+                and any(
+                    c["type"] == "VersionMismatch" and c["status"] == "True"
+                    for c in world.status("gated")["conditions"]
+                )
+                and world.status("gated")
+            ),
+            timeout=120,
+            what="VersionMismatch",
+        )
+        mismatch = {c["type"]: c for c in status["conditions"]}["VersionMismatch"]
+        built = status["engines"][0]["backendVersion"]
+        assert built in mismatch["message"] and "1.0.0.1" in mismatch["message"]
+        (group,) = [g for g in status["serving"] if g["phase"] != "NoEngine"]
+        assert group["phase"] == "VersionMismatch"
+        wait_for(lambda: operator.controller.idle.is_set(), what="idle")
+        assert not [
+            d
+            for d in world.cluster.objects("deployments", NAMESPACE)
+            if d["metadata"]["name"].startswith("gated-")
+        ]
+    finally:
+        operator.stop()
+        world.delete("gated")
+
+
+def product_of(group: str) -> str:
+    return {"nvidia-l4": "NVIDIA-L4", "nvidia-a100-sxm4-80gb": "NVIDIA-A100-SXM4-80GB"}[group]

@@ -212,12 +212,32 @@ class AutoscalingSpec(_Model):
     target: int = Field(default=70, ge=1)
 
 
+class ResourcesSpec(_Model):
+    """The runtime container's CPU and memory (requests = limits for memory)."""
+
+    cpu: str | None = Field(default=None, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    memory: str | None = Field(default=None, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")
+
+
+class ServingGroupSpec(_Model):
+    """Overrides for the serving group of one GPU product (or `cpu`); unset fields inherit."""
+
+    product: str = Field(min_length=1, max_length=253)
+    min_replicas: int | None = Field(default=None, ge=0, le=1000)
+    max_replicas: int | None = Field(default=None, ge=1, le=1000)
+    autoscaling: AutoscalingSpec | None = None
+    resources: ResourcesSpec | None = None
+
+
 class ServingSpec(_Model):
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=1, ge=1, le=1000)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     image: str | None = None
+    cpu: bool = False  # also serve from CPU nodes (needs a `cpu: true` target's engine)
+    resources: ResourcesSpec | None = None
+    groups: list[ServingGroupSpec] = Field(default_factory=list, max_length=64)
 
 
 class ModelEngineSpec(_Model):
@@ -281,6 +301,28 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
+class RolloutPhase(StrEnum):
+    ROLLED_OUT = "RolledOut"
+    PROGRESSING = "Progressing"
+    STALLED = "Stalled"
+    VERSION_MISMATCH = "VersionMismatch"  # the serving image cannot load this engine: not rolled out
+    NO_ENGINE = "NoEngine"  # a GPU kind among the Nodes without an engine: no pods
+
+
+class ServingGroupStatus(_Model):
+    """One serving group: the Deployment serving one GPU kind (or the CPU nodes)."""
+
+    group: str
+    phase: RolloutPhase
+    product: str | None = None
+    compute_capability: str | None = None
+    deployment: str | None = None
+    engine: str | None = None  # the target whose engine this group serves
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    reason: str | None = None
+
+
 class ModelEngineStatus(_Model):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
@@ -288,6 +330,7 @@ class ModelEngineStatus(_Model):
     targets_ready: str | None = None
     engines: list[EngineStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
+    serving: list[ServingGroupStatus] | None = None  # with spec.serving only
     message: str | None = None
 
 

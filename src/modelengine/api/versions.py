@@ -33,3 +33,20 @@ def installed_version(backend: BackendName) -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def version_compatible(backend: str, built: str, have: str) -> bool:
+    """Whether a runtime with `have` can load an engine built with `built`.
+
+    TensorRT and TRT-RTX engines carry a version tag and load only in the exact version
+    that built them. An ONNX Runtime "engine" is an ONNX graph with only basic,
+    standard-op optimizations applied, so any runtime of the same major version reads it
+    (an IR or opset it does not know still fails at load, with ORT's own reason). Seen on
+    the lent H100: its ORT 1.30 loads engines built here by 1.32. The runtime applies this
+    rule when it selects an engine; the operator applies it before rolling one out.
+    """
+    if built == have:
+        return True
+    if backend == BackendName.ONNXRUNTIME.value:
+        return built.split(".")[0] == have.split(".")[0]
+    return False

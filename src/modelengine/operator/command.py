@@ -70,6 +70,14 @@ def register(subparsers: Any) -> None:
         "then $MODELENGINE_BACKEND_VERSIONS",
     )
     p.add_argument(
+        "--runtime-backend-version",
+        action="append",
+        default=[],
+        metavar="NAME=VERSION",
+        help="backend version of the serving (runtime) image; engines it cannot load are not rolled "
+        "out (default: the builder's)",
+    )
+    p.add_argument(
         "--job-deadline-seconds", type=int, default=3600, help="activeDeadlineSeconds of builder Jobs"
     )
     p.add_argument("--job-backoff-limit", type=int, default=1, help="backoffLimit of builder Jobs")
@@ -108,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
             **BUILDER_IMAGE_BACKEND_VERSIONS,
             **parse_backend_versions(_env_versions() + args.backend_version),
         },
+        runtime_backend_versions=parse_backend_versions(args.runtime_backend_version),
         job_deadline_seconds=args.job_deadline_seconds,
         job_backoff_limit=args.job_backoff_limit,
         job_ttl_seconds=args.job_ttl_seconds,

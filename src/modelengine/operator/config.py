@@ -39,6 +39,8 @@ class OperatorConfig:
     max_builds: int = 16
     max_builds_per_kind: int = 4
     backend_versions: Mapping[str, str] = field(default_factory=dict)
+    # The serving image's backends; unset ones default to the builder's (one release pins both).
+    runtime_backend_versions: Mapping[str, str] = field(default_factory=dict)
     job_deadline_seconds: int = 3600
     job_backoff_limit: int = 1
     job_ttl_seconds: int = 86400
@@ -55,12 +57,16 @@ class OperatorConfig:
     def __post_init__(self) -> None:
         if self.max_builds < 1 or self.max_builds_per_kind < 1:
             raise ConfigError("--max-builds and --max-builds-per-kind must be >= 1")
-        for name in self.backend_versions:
+        for name in [*self.backend_versions, *self.runtime_backend_versions]:
             try:
                 BackendName(name)
             except ValueError:
                 allowed = ", ".join(b.value for b in BackendName)
                 raise ConfigError(f"--backend-version: unknown backend {name!r} (use {allowed})") from None
+
+    def runtime_backend_version(self, backend: BackendName) -> str | None:
+        """The version the serving image loads engines with (the version gate's other side)."""
+        return self.runtime_backend_versions.get(backend.value) or self.backend_version(backend)
 
     def backend_version(self, backend: BackendName) -> str | None:
         """The version builds of this backend get; None when neither configured nor installed."""

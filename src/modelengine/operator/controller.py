@@ -26,8 +26,19 @@ import asyncio
 import logging
 from typing import Any, NoReturn
 
-from modelengine.api.models import API_GROUP, API_VERSION, KIND, EnginePhase, ModelEngine, Phase
-from modelengine.api.targets import GpuKind
+from modelengine.api.models import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    BackendName,
+    EnginePhase,
+    EngineStatus,
+    ModelEngine,
+    ModelEngineStatus,
+    Phase,
+    RolloutPhase,
+)
+from modelengine.api.targets import GpuKind, ResolvedTarget
 from modelengine.api.validation import (
     SpecError,
     cluster_source_problems,
@@ -36,7 +47,7 @@ from modelengine.api.validation import (
 )
 from modelengine.errors import first_line
 from modelengine.logs import redact
-from modelengine.operator.build_jobs import LABEL_KEY
+from modelengine.operator.build_jobs import LABEL_KEY, LABEL_MANAGED, MANAGED_BY
 from modelengine.operator.builds import Builds
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.engines import EngineStates, refused
@@ -49,8 +60,10 @@ from modelengine.operator.plan import Plan, make_plan
 from modelengine.operator.release_record import publish_release
 from modelengine.operator.retention import Retention
 from modelengine.operator.serving import ServingSync
+from modelengine.operator.serving_groups import GroupPlan, plan_groups
+from modelengine.operator.serving_objects import COMPONENT, LABEL_COMPONENT
 from modelengine.operator.sources import ModelSources, SourceError
-from modelengine.operator.status import desired_status, differs, parse_status
+from modelengine.operator.status import desired_status, parse_status, with_serving
 from modelengine.operator.status_writer import EventPoster, StatusWriter
 from modelengine.operator.storage import StoreProvider
 from modelengine.operator.workqueue import Key, WorkQueue
@@ -100,7 +113,7 @@ class Controller:
         self.sources = ModelSources(
             api=api, stores=stores, cache=self.cache, builds=self.builds, config=config
         )
-        self.serving = ServingSync(api=api, config=config)
+        self.serving = ServingSync(api=api, config=config, cache=self.cache)
         self._workers: list[asyncio.Task[None]] = []
 
     @property
@@ -136,6 +149,10 @@ class Controller:
             for waiting in self.builds.limiter.waiting():
                 self.queue.add(waiting)
 
+    def observe_deployment(self, event_type: str | None, body: dict[str, Any]) -> None:
+        for key in self.cache.observe_deployment(event_type, body):
+            self.queue.add(key)
+
     def observe_node(self, event_type: str | None, body: dict[str, Any]) -> None:
         for key in self.cache.observe_node(event_type, body):
             self.queue.add(key)
@@ -163,6 +180,8 @@ class Controller:
                     self.observe_job("ADDED", job)
                 for node in await self.api.list_nodes():
                     self.cache.observe_node("ADDED", node)
+                for deployment in await self._list_deployments():
+                    self.cache.observe_deployment("ADDED", deployment)
                 break
             except ApiError as err:
                 log.warning("cannot list Nodes yet (retrying): %s", err)
@@ -179,6 +198,15 @@ class Controller:
         out: list[dict[str, Any]] = []
         for namespace in self.namespaces:
             out.extend(await self.api.list_jobs(namespace, LABEL_KEY))
+        return out
+
+    async def _list_deployments(self) -> list[dict[str, Any]]:
+        selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT}"
+        if not self.namespaces:
+            return await self.api.list_deployments(None, selector)
+        out: list[dict[str, Any]] = []
+        for namespace in self.namespaces:
+            out.extend(await self.api.list_deployments(namespace, selector))
         return out
 
     async def stop(self) -> None:
@@ -225,11 +253,51 @@ class Controller:
             model_digest=digest,
             current=current,
         )
-        if desired.phase is Phase.READY and differs(body.get("status"), desired):
+        groups = self._serving_groups(me, engines)
+        if groups is not None:
+            desired = with_serving(desired, self.serving.statuses(key, me, groups), current)
+            self._announce_rollouts(body, current, desired)
+        released = (current.phase, current.observed_generation, current.engines)
+        if desired.phase is Phase.READY and released != (Phase.READY, generation, desired.engines):
             await publish_release(me, generation, plan, store, manifest=self.engines.manifest)
         await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
         self._report_refused(key, body, [e.reason or "" for e in engines if refused(e)])
-        await self._serve(key, body, me, desired.phase, plan)
+        await self._serve(key, body, me, desired.phase, groups)
+
+    def _serving_groups(self, me: ModelEngine, engines: list[EngineStatus]) -> GroupPlan | None:
+        """Which serving groups the Ready engines and the cluster's GPU kinds call for."""
+        if me.spec.serving is None:
+            return None
+        released = [
+            (ResolvedTarget(BackendName(e.backend), e.compute_capability, e.product), e.backend_version)
+            for e in engines
+            if e.phase is EnginePhase.READY and e.backend_version
+        ]
+        plan = plan_groups(
+            me.spec.serving,
+            kinds=self.cache.inventory.kinds(),
+            released=released,
+            runtime_versions={b: self.config.runtime_backend_version(b) for b in BackendName},
+        )
+        self.metrics.kinds_without_engine.labels(
+            namespace=me.metadata.namespace, modelengine=me.metadata.name
+        ).set(len(plan.without_engine))
+        return plan
+
+    def _announce_rollouts(
+        self, body: dict[str, Any], current: ModelEngineStatus, desired: ModelEngineStatus
+    ) -> None:
+        """A Warning Event when a group newly stalls or is newly held back by the version gate."""
+        before = {g.group: g.phase for g in current.serving or []}
+        for group in desired.serving or []:
+            if (
+                group.phase in (RolloutPhase.STALLED, RolloutPhase.VERSION_MISMATCH)
+                and before.get(group.group) != group.phase
+            ):
+                reason = "RolloutStalled" if group.phase is RolloutPhase.STALLED else "VersionMismatch"
+                self.status.post_event(
+                    body, "Warning", reason, f"{group.product or group.group}: {group.reason}"[:1000]
+                )
 
     async def _parse(self, key: Key, body: dict[str, Any], generation: int | None) -> ModelEngine | None:
         """The spec as the API models read it; an invalid one is reported in status."""
@@ -336,9 +404,14 @@ class Controller:
             self.status.post_event(body, "Warning", "CreateRefused", reason[:1000])
         raise ApiError(422, "; ".join(reasons))
 
-    async def _serve(self, key: Key, body: dict[str, Any], me: ModelEngine, phase: Phase, plan: Plan) -> None:
+    async def _serve(
+        self, key: Key, body: dict[str, Any], me: ModelEngine, phase: Phase, groups: GroupPlan | None
+    ) -> None:
+        empty = GroupPlan(groups=[], blocked=[], without_engine=[])
         try:
-            await self.serving.reconcile(key, me, (body.get("metadata") or {}).get("uid"), phase, plan)
+            await self.serving.reconcile(
+                key, me, (body.get("metadata") or {}).get("uid"), phase, groups or empty
+            )
         except ApiError as err:
             if 400 <= err.status < 500 and err.status not in (404, 409, 429):
                 self.status.post_event(body, "Warning", "ServingRefused", redact(first_line(err))[:1000])

@@ -31,6 +31,7 @@ class Informers:
     def __init__(self) -> None:
         self.modelengines: dict[Key, dict[str, Any]] = {}
         self.jobs: dict[Key, dict[str, Any]] = {}
+        self.deployments: dict[Key, dict[str, Any]] = {}  # the serving groups' Deployments
         self.inventory = NodeInventory()
         self._key_users: dict[tuple[str, str], set[Key]] = {}  # (namespace, build key) → users
         self._plans: dict[Key, set[str]] = {}
@@ -67,6 +68,19 @@ class Informers:
         if owner and (key[0], owner) in self.modelengines:
             users.add((key[0], owner))
         return key, sorted(users)
+
+    def observe_deployment(self, event_type: str | None, body: dict[str, Any]) -> list[Key]:
+        """Update the cache; the ModelEngine that owns the Deployment (its rollout changed)."""
+        key = key_of(body)
+        if event_type == "DELETED":
+            self.deployments.pop(key, None)
+        else:
+            cached = self.deployments.get(key)
+            if cached is not None and is_older(body, cached):
+                return []
+            self.deployments[key] = slim(body)
+        owners = (body.get("metadata") or {}).get("ownerReferences") or []
+        return [(key[0], o["name"]) for o in owners if o.get("kind") == "ModelEngine" and o.get("name")]
 
     def observe_node(self, event_type: str | None, body: dict[str, Any]) -> list[Key]:
         """Update the GPU inventory; the ModelEngines whose targets depend on it, if it changed."""
@@ -105,8 +119,12 @@ class Informers:
 
 
 def _depends_on_nodes(me: dict[str, Any]) -> bool:
-    targets = (me.get("spec") or {}).get("targets") or []
-    return any(isinstance(t, dict) and (t.get("auto") or t.get("product")) for t in targets)
+    """`auto`/product targets and serving groups both follow the cluster's GPU kinds."""
+    spec = me.get("spec") or {}
+    targets = spec.get("targets") or []
+    return bool(spec.get("serving")) or any(
+        isinstance(t, dict) and (t.get("auto") or t.get("product")) for t in targets
+    )
 
 
 def key_of(body: dict[str, Any]) -> Key:

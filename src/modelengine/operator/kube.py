@@ -51,7 +51,9 @@ class KubeApi(Protocol):
 
     async def list_jobs(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]: ...
 
-    # spec.serving: Deployment, Service, HorizontalPodAutoscaler (by `kind`)
+    async def list_deployments(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]: ...
+
+    # spec.serving: Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget (by `kind`)
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def create_object(self, kind: str, namespace: str, body: dict[str, Any]) -> None: ...
@@ -103,6 +105,8 @@ class ClientApi:
         self._custom = client.CustomObjectsApi(self._api)
         self._coordination = client.CoordinationV1Api(self._api)
         apps, autoscaling = client.AppsV1Api(self._api), client.AutoscalingV2Api(self._api)
+        policy = client.PolicyV1Api(self._api)
+        self._apps = apps
         # kind → (read, create, patch, delete) of the namespaced typed API
         self._serving: dict[str, tuple[Any, Any, Any, Any]] = {
             "Deployment": (
@@ -122,6 +126,12 @@ class ClientApi:
                 autoscaling.create_namespaced_horizontal_pod_autoscaler,
                 autoscaling.patch_namespaced_horizontal_pod_autoscaler,
                 autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+            ),
+            "PodDisruptionBudget": (
+                policy.read_namespaced_pod_disruption_budget,
+                policy.create_namespaced_pod_disruption_budget,
+                policy.patch_namespaced_pod_disruption_budget,
+                policy.delete_namespaced_pod_disruption_budget,
             ),
         }
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube-api")
@@ -220,6 +230,18 @@ class ClientApi:
                 self._batch.list_namespaced_job,
                 namespace,
                 label_selector=label_selector,
+            )
+        items: list[dict[str, Any]] = json.loads(raw).get("items") or []
+        return items
+
+    async def list_deployments(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+        if namespace is None:
+            raw = await self._call(
+                self._apps.list_deployment_for_all_namespaces, label_selector=label_selector
+            )
+        else:
+            raw = await self._call(
+                self._apps.list_namespaced_deployment, namespace, label_selector=label_selector
             )
         items: list[dict[str, Any]] = json.loads(raw).get("items") or []
         return items

@@ -35,6 +35,12 @@ class Metrics:
             "modelengine_build_queue_length", "Targets waiting for a build slot", registry=r
         )
         self.jobs_in_flight = Gauge("modelengine_jobs_in_flight", "Builder Jobs running", registry=r)
+        self.kinds_without_engine = Gauge(
+            "modelengine_gpu_kinds_without_engine",
+            "GPU kinds among the Nodes a served ModelEngine has no engine for (no pods there)",
+            ["namespace", "modelengine"],
+            registry=r,
+        )
 
     def reconciled(self, *, ok: bool) -> None:
         self.reconciles.labels(result="ok" if ok else "retry").inc()

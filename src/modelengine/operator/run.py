@@ -16,8 +16,9 @@ from typing import Any, cast
 import kopf
 
 from modelengine.api.models import API_GROUP, API_VERSION, PLURAL
-from modelengine.operator.build_jobs import LABEL_KEY
+from modelengine.operator.build_jobs import LABEL_KEY, LABEL_MANAGED, MANAGED_BY
 from modelengine.operator.controller import Controller, event_ref
+from modelengine.operator.serving_objects import COMPONENT, LABEL_COMPONENT
 
 
 def connection_info(api: Any) -> kopf.ConnectionInfo:
@@ -72,6 +73,17 @@ def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None)
     async def job_event(type: str, body: kopf.Body, **_: Any) -> None:
         controller.start()  # first event: inside kopf's context, so events can be posted
         controller.observe_job(type, dict(body))
+
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={LABEL_MANAGED: MANAGED_BY, LABEL_COMPONENT: COMPONENT},
+        registry=registry,
+    )
+    async def deployment_event(type: str, body: kopf.Body, **_: Any) -> None:
+        controller.start()
+        controller.observe_deployment(type, dict(body))
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
     async def node_event(type: str, body: kopf.Body, **_: Any) -> None:

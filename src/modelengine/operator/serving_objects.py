@@ -1,37 +1,40 @@
-"""`spec.serving`: the inference Deployment, Service and HorizontalPodAutoscaler.
+"""`spec.serving`: per serving group a Deployment, HPA and PDB; one Service for them all.
 
 Pure functions only: each renders one manifest from the ModelEngine, the operator's
-configuration and the backends of the released engines; the controller applies them.
-Every pod runs the runtime sidecar (`modelengine serve`), which reads the release record
+configuration and a serving group (`serving_groups`); `serving` applies them. Every pod
+runs the runtime sidecar (`modelengine serve`), which reads the release record
 `releases/<namespace>/<name>.json` and picks the engine for the GPU it finds.
 
-Placement is deliberately simple: the pods ask for `nvidia.com/gpu: 1` (and tolerate the
-GPU taint) when every released engine needs a GPU; as soon as one CPU engine (ONNX
-Runtime on CPU) is in the release they run on CPU nodes. The selector is the ModelEngine's
-name label only, so it never changes (a Deployment's selector is immutable).
+A GPU group's pods ask for `nvidia.com/gpu: 1`, tolerate the GPU taint and require the
+GPU Feature Discovery labels of their kind (compute capability and product), so they only
+land where the engine built for them runs. Rollouts never take a ready pod away before its
+replacement is ready (`maxUnavailable: 0`), so an engine failing acceptance on one kind
+stalls there while the old pods keep serving. Selectors are fixed per group (immutable in
+a Deployment): the ModelEngine's name label, the component and the group.
 
 `needs_update` compares only the fields we render: the API server adds defaults
-(strategy, terminationMessagePath, clusterIP, ...) that must not count as differences,
-otherwise every reconcile would write.
+(strategy details, terminationMessagePath, clusterIP, ...) and drops empty collections;
+neither may count as a difference, otherwise every reconcile would write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from modelengine.api.models import API_GROUP, API_VERSION, KIND, ModelEngine, ServingSpec
-from modelengine.api.targets import ResolvedTarget
+from modelengine.api.models import API_GROUP, API_VERSION, KIND, AutoscalingSpec, ModelEngine, ServingSpec
+from modelengine.operator import nodes
 from modelengine.operator.build_jobs import LABEL_MANAGED, LABEL_NAME, MANAGED_BY
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.names import dns_label, label_value
+from modelengine.operator.serving_groups import ServingGroup
 
 HTTP_PORT = 8000
+GRPC_PORT = 8001
 METRICS_PORT = 8002
 LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_GROUP = "modelengine.io/serving-group"
 COMPONENT = "runtime"
-RUNTIME_CPU = "1"
-RUNTIME_MEMORY = "2Gi"
+PROGRESS_DEADLINE_SECONDS = 600
 # Per-pod custom metrics the HPA reads through a Prometheus adapter (see docs/operator.md).
 POD_METRICS = {
     "inflight": "modelengine_runtime_inflight_requests",
@@ -40,34 +43,37 @@ POD_METRICS = {
 
 
 def serving_name(name: str) -> str:
-    """A DNS-1035 label (Service names need one) derived from the ModelEngine's name."""
+    """The Service's name: a DNS-1035 label derived from the ModelEngine's name."""
     return dns_label(name, suffix="-runtime")
 
 
-def wants_gpu(targets: Iterable[ResolvedTarget]) -> bool:
-    """GPU pods only when every released engine is a GPU engine (none runs on CPU)."""
-    listed = list(targets)
-    return bool(listed) and all(t.is_gpu for t in listed)
+def group_name(name: str, group: ServingGroup) -> str:
+    """The group's Deployment / HPA / PDB name, e.g. `resnet-nvidia-l4-runtime`."""
+    return dns_label(f"{name}-{group.slug}", suffix="-runtime")
 
 
-def _labels(me: ModelEngine) -> dict[str, str]:
-    return {
+def _labels(me: ModelEngine, group: ServingGroup | None = None) -> dict[str, str]:
+    labels = {
         LABEL_NAME: label_value(me.metadata.name),
         LABEL_COMPONENT: COMPONENT,
         LABEL_MANAGED: MANAGED_BY,
     }
+    if group is not None:
+        labels[LABEL_GROUP] = label_value(group.slug)
+    return labels
 
 
-def _selector(me: ModelEngine) -> dict[str, str]:
-    return {LABEL_NAME: label_value(me.metadata.name), LABEL_COMPONENT: COMPONENT}
+def _selector(me: ModelEngine, group: ServingGroup | None = None) -> dict[str, str]:
+    selector = {LABEL_NAME: label_value(me.metadata.name), LABEL_COMPONENT: COMPONENT}
+    if group is not None:
+        selector[LABEL_GROUP] = label_value(group.slug)
+    return selector
 
 
-def _metadata(me: ModelEngine, uid: str | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": serving_name(me.metadata.name),
-        "namespace": me.metadata.namespace,
-        "labels": _labels(me),
-    }
+def _metadata(
+    me: ModelEngine, uid: str | None, name: str, group: ServingGroup | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": me.metadata.namespace, "labels": _labels(me, group)}
     if uid:
         meta["ownerReferences"] = [
             {
@@ -101,6 +107,10 @@ def runtime_command(me: ModelEngine) -> list[str]:
         me.metadata.name,
         "--http-port",
         str(HTTP_PORT),
+        "--grpc-port",
+        str(GRPC_PORT),
+        "--grpc-port",
+        str(GRPC_PORT),
         "--metrics-port",
         str(METRICS_PORT),
         "--cache-dir",
@@ -120,16 +130,38 @@ def runtime_command(me: ModelEngine) -> list[str]:
     return cmd
 
 
+def _affinity(group: ServingGroup) -> dict[str, Any]:
+    terms: list[dict[str, Any]]
+    if group.kind is None:
+        terms = [{"key": nodes.PRESENT, "operator": "DoesNotExist"}]
+    else:
+        major, _, minor = group.kind.compute_capability.partition(".")
+        terms = [
+            {"key": nodes.MAJOR, "operator": "In", "values": [major]},
+            {"key": nodes.MINOR, "operator": "In", "values": [minor]},
+            {"key": nodes.PRODUCT, "operator": "In", "values": [group.kind.product]},
+        ]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": terms}]
+            }
+        }
+    }
+
+
 def deployment(
-    *, me: ModelEngine, uid: str | None, config: OperatorConfig, targets: Iterable[ResolvedTarget]
+    *, me: ModelEngine, uid: str | None, config: OperatorConfig, group: ServingGroup
 ) -> dict[str, Any]:
-    """The apps/v1 Deployment whose pods run the runtime sidecar."""
+    """The apps/v1 Deployment of one serving group, pinned to its GPU kind (or CPU nodes)."""
     serving = _serving(me)
-    gpu = wants_gpu(targets)
-    requests = {"cpu": RUNTIME_CPU, "memory": RUNTIME_MEMORY}
-    limits: dict[str, str] = {"memory": RUNTIME_MEMORY}
+    resources = (group.overrides.resources if group.overrides else None) or serving.resources
+    cpu = (resources.cpu if resources else None) or config.runtime_cpu
+    memory = (resources.memory if resources else None) or config.runtime_memory
+    requests = {"cpu": cpu, "memory": memory}
+    limits: dict[str, str] = {"memory": memory}
     tolerations: list[dict[str, str]] = []
-    if gpu:
+    if group.kind is not None:
         limits["nvidia.com/gpu"] = "1"
         tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
     env = [{"name": "HOME", "value": "/tmp"}]
@@ -142,6 +174,7 @@ def deployment(
         "env": env,
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {
@@ -170,15 +203,20 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(me, uid),
+        "metadata": _metadata(me, uid, group_name(me.metadata.name, group), group),
         "spec": {
             # No `replicas`: the HPA owns it; rendering it would make us fight the HPA.
-            "selector": {"matchLabels": _selector(me)},
+            "selector": {"matchLabels": _selector(me, group)},
+            # A new engine replaces pods only as fast as replacements turn ready; one that
+            # fails acceptance stalls the rollout here and the old pods keep serving.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
             "template": {
-                "metadata": {"labels": _labels(me)},
+                "metadata": {"labels": _labels(me, group)},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True},
+                    "affinity": _affinity(group),
                     **({"tolerations": tolerations} if tolerations else {}),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
@@ -189,26 +227,30 @@ def deployment(
 
 
 def service(*, me: ModelEngine, uid: str | None) -> dict[str, Any]:
-    """ClusterIP Service: `http` 8000 (KServe v2) and `metrics` 8002."""
+    """ClusterIP Service over every group: `http` 8000 and `grpc` 8001 (KServe v2), `metrics` 8002."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(me, uid),
+        "metadata": _metadata(me, uid, serving_name(me.metadata.name)),
         "spec": {
             "type": "ClusterIP",
             "selector": _selector(me),
             "ports": [
                 {"name": "http", "port": HTTP_PORT, "targetPort": HTTP_PORT, "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT, "protocol": "TCP"},
                 {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT, "protocol": "TCP"},
             ],
         },
     }
 
 
-def autoscaler(*, me: ModelEngine, uid: str | None) -> dict[str, Any]:
-    """autoscaling/v2 HPA: CPU utilisation, or a per-pod runtime metric (Prometheus adapter)."""
+def autoscaler(*, me: ModelEngine, uid: str | None, group: ServingGroup) -> dict[str, Any]:
+    """autoscaling/v2 HPA of one group: CPU utilisation, or a per-pod runtime metric."""
     serving = _serving(me)
-    scaling = serving.autoscaling
+    override = group.overrides
+    scaling: AutoscalingSpec = (override.autoscaling if override else None) or serving.autoscaling
+    low = override.min_replicas if override and override.min_replicas is not None else serving.min_replicas
+    high = override.max_replicas if override and override.max_replicas is not None else serving.max_replicas
     if scaling.metric == "cpu":
         metric: dict[str, Any] = {
             "type": "Resource",
@@ -225,32 +267,44 @@ def autoscaler(*, me: ModelEngine, uid: str | None) -> dict[str, Any]:
                 "target": {"type": "AverageValue", "averageValue": str(scaling.target)},
             },
         }
+    name = group_name(me.metadata.name, group)
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(me, uid),
+        "metadata": _metadata(me, uid, name, group),
         "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": serving_name(me.metadata.name),
-            },
-            "minReplicas": max(serving.min_replicas, 1),
-            "maxReplicas": max(serving.max_replicas, serving.min_replicas, 1),
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": max(low, 1),
+            "maxReplicas": max(high, low, 1),
             "metrics": [metric],
         },
     }
 
 
+def disruption_budget(*, me: ModelEngine, uid: str | None, group: ServingGroup) -> dict[str, Any]:
+    """policy/v1 PDB: a node drain takes at most one pod of the group at a time."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(me, uid, group_name(me.metadata.name, group), group),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(me, group)}},
+    }
+
+
 def render(
-    *, me: ModelEngine, uid: str | None, config: OperatorConfig, targets: Iterable[ResolvedTarget]
+    *, me: ModelEngine, uid: str | None, config: OperatorConfig, groups: list[ServingGroup]
 ) -> list[dict[str, Any]]:
-    """The three objects, in apply order (Deployment, Service, HPA)."""
-    return [
-        deployment(me=me, uid=uid, config=config, targets=targets),
-        service(me=me, uid=uid),
-        autoscaler(me=me, uid=uid),
-    ]
+    """Every group's Deployment, HPA and PDB, then the Service (apply order)."""
+    out: list[dict[str, Any]] = []
+    for group in groups:
+        out += [
+            deployment(me=me, uid=uid, config=config, group=group),
+            autoscaler(me=me, uid=uid, group=group),
+            disruption_budget(me=me, uid=uid, group=group),
+        ]
+    if groups:
+        out.append(service(me=me, uid=uid))
+    return out
 
 
 def contains(existing: Any, desired: Any) -> bool:

@@ -20,7 +20,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelengine.api.models import Condition, EnginePhase, EngineStatus, ModelEngineStatus, Phase
+from modelengine.api.models import (
+    Condition,
+    EnginePhase,
+    EngineStatus,
+    ModelEngineStatus,
+    Phase,
+    RolloutPhase,
+    ServingGroupStatus,
+)
 from modelengine.errors import utc_now
 
 IN_PROGRESS = (EnginePhase.BUILDING, EnginePhase.QUEUED)
@@ -231,3 +239,37 @@ def status_patch(current: dict[str, Any] | None, desired: ModelEngineStatus) -> 
     """The merge patch that turns `current` into `desired`: fields no longer set become null."""
     wire = desired.to_wire()
     return {**{k: None for k in (current or {}) if k not in wire}, **wire}
+
+
+def with_serving(
+    desired: ModelEngineStatus, groups: list[ServingGroupStatus], current: ModelEngineStatus | None
+) -> ModelEngineStatus:
+    """`desired` plus the serving groups and their two conditions (with `spec.serving` only).
+
+    `RolloutStalled` is True while a group's new pods never turned ready (its old pods keep
+    serving); `VersionMismatch` while an engine the serving image cannot load holds a group
+    back. Each names the group and the reason, e.g. both backend versions.
+    """
+    conds = {c.type: c for c in (current.conditions if current is not None else [])}
+    generation = desired.observed_generation
+    stalled = [g for g in groups if g.phase is RolloutPhase.STALLED]
+    blocked = [g for g in groups if g.phase is RolloutPhase.VERSION_MISMATCH]
+    extra = [
+        _condition(
+            "RolloutStalled",
+            bool(stalled),
+            "RolloutStalled" if stalled else "RolloutsHealthy",
+            "; ".join(f"{g.product or g.group}: {g.reason}" for g in stalled),
+            generation,
+            conds,
+        ),
+        _condition(
+            "VersionMismatch",
+            bool(blocked),
+            "VersionMismatch" if blocked else "VersionsMatch",
+            "; ".join(f"{g.product or g.group}: {g.reason}" for g in blocked),
+            generation,
+            conds,
+        ),
+    ]
+    return desired.model_copy(update={"serving": groups, "conditions": [*desired.conditions, *extra]})

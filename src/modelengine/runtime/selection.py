@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from modelengine.api.models import BackendName
 from modelengine.api.validation import RTX_COMPUTE_CAPABILITIES
+from modelengine.api.versions import version_compatible
 from modelengine.runtime.accelerator import Accelerator, normalize_product
 from modelengine.store.manifest import ReleaseEngine, ReleaseRecord
 
@@ -106,22 +107,6 @@ def candidates(accel: Accelerator, record: ReleaseRecord) -> list[tuple[str, Rel
         if e.backend == BackendName.ONNXRUNTIME.value and e.compute_capability is None:
             add("ONNX Runtime on the CPU" + (" (fallback: no GPU engine fits)" if accel.is_gpu else ""), e)
     return out
-
-
-def version_compatible(backend: str, built: str, have: str) -> bool:
-    """Whether a runtime with `have` can load an engine built with `built`.
-
-    TensorRT and TRT-RTX engines carry a version tag and load only in the exact version
-    that built them. An ONNX Runtime "engine" is an ONNX graph with only basic,
-    standard-op optimizations applied, so any runtime of the same major version reads it
-    (an IR or opset it does not know still fails at load, with ORT's own reason). Seen on
-    the lent H100: its ORT 1.30 loads engines built here by 1.32.
-    """
-    if built == have:
-        return True
-    if backend == BackendName.ONNXRUNTIME.value:
-        return built.split(".")[0] == have.split(".")[0]
-    return False
 
 
 def select_engine(
