@@ -31,12 +31,14 @@ _SECRET_KEYS = (
 )
 _AUTH_KEYS = r"(?:proxy-)?authorization"
 
+# Quantifiers that may fail after a long scan are bounded (a secret is never that long), so
+# a hostile line costs linear time, not quadratic.
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # 'Authorization': b'AWS4-HMAC-SHA256 Credential=...'  /  "token": "..."  (quoted values)
     (
         re.compile(
             rf"""(?i)(?P<key>["']?\b(?:{_AUTH_KEYS}|{_SECRET_KEYS})["']?\s*[:=]\s*b?)"""
-            r"""(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)"""
+            r"""(?P<q>["'])(?:\\.|(?!(?P=q)).){0,8192}(?P=q)"""
         ),
         rf"\g<key>\g<q>{MASK}\g<q>",
     ),
@@ -50,7 +52,9 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # userinfo in URLs: scheme://user:password@host, scheme://token@host
     # (a password may hold a raw "/", as AWS secret keys do: accept it after the ":")
     (
-        re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?:[^/@:\s'\"]*:[^@\s'\"]*|[^/@:\s'\"]+)@"),
+        re.compile(
+            r"(?i)(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?:[^/@:\s'\"]{0,256}:[^@\s'\"]{0,1024}|[^/@:\s'\"]{1,1024})@"
+        ),
         rf"\g<scheme>{MASK}@",
     ),
     # AWS access key ids anywhere (Credential=AKIA.../20261202/...)

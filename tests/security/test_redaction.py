@@ -54,6 +54,16 @@ def test_redact_keeps_what_is_not_a_secret() -> None:
     assert redact(text) == text
 
 
+@pytest.mark.parametrize("line", ["a://b:" * 80_000, "token: '" * 60_000, "x://" * 120_000])
+def test_redact_stays_linear_on_hostile_lines(line: str) -> None:
+    """Unclosed quotes and URLs without `@` once made it quadratic (120 KB took 10 s)."""
+    import time
+
+    start = time.perf_counter()
+    redact(line)
+    assert time.perf_counter() - start < 5
+
+
 def _leaks(texts: dict[str, str]) -> list[str]:
     return [f"{where}: {value}" for where, text in texts.items() for value in PLANTED if value in text]
 
