@@ -18,9 +18,17 @@ from typing import Any
 
 from modelengine.api.models import API_GROUP, API_VERSION, KIND, ModelEngine
 from modelengine.api.targets import ResolvedTarget
-from modelengine.operator import nodes
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.names import label_value
+from modelengine.operator.pod_parts import (
+    GPU_TOLERATION,
+    TMP_MOUNT,
+    TMP_VOLUME,
+    container_security,
+    cpu_terms,
+    gpu_terms,
+    required_affinity,
+)
 
 LABEL_NAME = "modelengine.io/name"
 LABEL_KEY = "modelengine.io/build-key"
@@ -58,22 +66,8 @@ def target_json(target: ResolvedTarget) -> str:
 
 def _affinity(target: ResolvedTarget) -> dict[str, Any]:
     if target.needs_gpu_node and target.compute_capability:
-        major, _, minor = target.compute_capability.partition(".")
-        terms = [
-            {"key": nodes.MAJOR, "operator": "In", "values": [major]},
-            {"key": nodes.MINOR, "operator": "In", "values": [minor]},
-        ]
-        if target.product:
-            terms.append({"key": nodes.PRODUCT, "operator": "In", "values": [target.product]})
-    else:
-        return _cpu_affinity()
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": terms}]
-            }
-        }
-    }
+        return required_affinity(gpu_terms(target.compute_capability, target.product))
+    return required_affinity(cpu_terms())
 
 
 def build_job(
@@ -128,20 +122,9 @@ def resolve_job(
         env=[{"name": "MODELENGINE_RESOURCE", "value": resource_json(me, generation)}],
         command=[*config.builder_command, "--resolve"],
         gpu=False,
-        affinity=_cpu_affinity(),
+        affinity=required_affinity(cpu_terms()),
         config=config,
     )
-
-
-def _cpu_affinity() -> dict[str, Any]:
-    terms = [{"key": nodes.PRESENT, "operator": "DoesNotExist"}]
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": terms}]
-            }
-        }
-    }
 
 
 def _job(
@@ -162,7 +145,7 @@ def _job(
     tolerations: list[dict[str, str]] = []
     if gpu:
         limits["nvidia.com/gpu"] = "1"
-        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+        tolerations.append(GPU_TOLERATION)
     container: dict[str, Any] = {
         "name": "builder",
         "image": me.spec.build.image or config.builder_image,
@@ -175,14 +158,8 @@ def _job(
         "resources": {"limits": limits, "requests": requests},
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
-        "securityContext": {
-            "runAsNonRoot": True,  # the image's numeric USER (the builder image: 10001)
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": container_security(),
+        "volumeMounts": [TMP_MOUNT],
     }
     secret = me.spec.storage.secret_ref
     if secret is not None:
@@ -216,7 +193,7 @@ def _job(
                     "affinity": affinity,
                     **({"tolerations": tolerations} if tolerations else {}),
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [TMP_VOLUME],
                 },
             },
         },

@@ -316,16 +316,7 @@ class Controller:
                 raise SpecError(problems)
             return me
         except SpecError as err:
-            desired = desired_status(
-                engines=[],
-                skipped=[],
-                orphaned=[],
-                generation=generation,
-                model_digest=None,
-                current=parse_status(body.get("status")),
-                problems=err.problems,
-            )
-            await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
+            await self._write_no_engines(key, body, generation, None, problems=err.problems)
             self.cache.set_plan(key, set())
             return None
 
@@ -345,18 +336,15 @@ class Controller:
         if resolution.digest is not None:
             return resolution.digest
         self.cache.set_plan(key, {resolution.resolve_key} if resolution.resolve_key else set())
-        desired = desired_status(
-            engines=[],
-            skipped=[],
-            orphaned=[],
-            generation=generation,
-            model_digest=None,
-            current=parse_status(body.get("status")),
+        await self._write_no_engines(
+            key,
+            body,
+            generation,
+            None,
             waiting=resolution.waiting,
             error=f"spec.model.source {source}: {resolution.failed}" if resolution.failed else None,
             error_reason="ResolveFailed",
         )
-        await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
         if resolution.failed and resolution.failed.startswith("the API server refused"):
             self._report_refused(key, body, [resolution.failed])
         return None
@@ -384,6 +372,13 @@ class Controller:
         self, key: Key, body: dict[str, Any], generation: int | None, digest: str | None, message: str
     ) -> NoReturn:
         """Report a problem that leaves no engine knowable (store, model) in status, then retry later."""
+        await self._write_no_engines(key, body, generation, digest, error=message)
+        raise StoreError(message) from None
+
+    async def _write_no_engines(
+        self, key: Key, body: dict[str, Any], generation: int | None, digest: str | None, **why: Any
+    ) -> None:
+        """Write the status of a ModelEngine that has no engines to show (`why`: see desired_status)."""
         desired = desired_status(
             engines=[],
             skipped=[],
@@ -391,10 +386,9 @@ class Controller:
             generation=generation,
             model_digest=digest,
             current=parse_status(body.get("status")),
-            error=message,
+            **why,
         )
         await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
-        raise StoreError(message) from None
 
     def _report_refused(self, key: Key, body: dict[str, Any], reasons: list[str]) -> None:
         """Objects the API server refused: an Event each, then a retry with backoff (never silent)."""

@@ -21,11 +21,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelengine.api.models import API_GROUP, API_VERSION, KIND, AutoscalingSpec, ModelEngine, ServingSpec
-from modelengine.operator import nodes
+from modelengine.api.models import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    AutoscalingSpec,
+    BatchingSpec,
+    ModelEngine,
+    ServingSpec,
+)
 from modelengine.operator.build_jobs import LABEL_MANAGED, LABEL_NAME, MANAGED_BY
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.names import dns_label, label_value
+from modelengine.operator.pod_parts import (
+    GPU_TOLERATION,
+    container_security,
+    cpu_terms,
+    gpu_terms,
+    required_affinity,
+)
 from modelengine.operator.serving_groups import ServingGroup
 
 HTTP_PORT = 8000
@@ -34,6 +48,7 @@ METRICS_PORT = 8002
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_GROUP = "modelengine.io/serving-group"
 COMPONENT = "runtime"
+RUNTIME_VOLUME = "tmp"  # the emptyDir at /tmp (read-only root filesystem)
 PROGRESS_DEADLINE_SECONDS = 600
 # Per-pod custom metrics the HPA reads through a Prometheus adapter (see docs/operator.md).
 POD_METRICS = {
@@ -95,7 +110,9 @@ def _serving(me: ModelEngine) -> ServingSpec:
 
 
 def runtime_command(me: ModelEngine) -> list[str]:
-    serving = _serving(me)
+    """`modelengine serve` for this ModelEngine; batching defaults apply without `spec.serving`
+    (an injected sidecar, `webhook`, serves ModelEngines that have none)."""
+    batching = me.spec.serving.batching if me.spec.serving is not None else BatchingSpec()
     cmd = [
         "modelengine",
         "serve",
@@ -109,8 +126,6 @@ def runtime_command(me: ModelEngine) -> list[str]:
         str(HTTP_PORT),
         "--grpc-port",
         str(GRPC_PORT),
-        "--grpc-port",
-        str(GRPC_PORT),
         "--metrics-port",
         str(METRICS_PORT),
         "--cache-dir",
@@ -118,12 +133,12 @@ def runtime_command(me: ModelEngine) -> list[str]:
     ]
     if me.spec.storage.endpoint_url:
         cmd += ["--s3-endpoint", me.spec.storage.endpoint_url]
-    if serving.batching.enabled:
+    if batching.enabled:
         cmd += [
             "--max-batch-size",
-            str(serving.batching.max_batch_size),
+            str(batching.max_batch_size),
             "--max-delay-ms",
-            f"{serving.batching.max_delay_ms:g}",
+            f"{batching.max_delay_ms:g}",
         ]
     else:
         cmd.append("--no-batching")
@@ -131,45 +146,25 @@ def runtime_command(me: ModelEngine) -> list[str]:
 
 
 def _affinity(group: ServingGroup) -> dict[str, Any]:
-    terms: list[dict[str, Any]]
     if group.kind is None:
-        terms = [{"key": nodes.PRESENT, "operator": "DoesNotExist"}]
-    else:
-        major, _, minor = group.kind.compute_capability.partition(".")
-        terms = [
-            {"key": nodes.MAJOR, "operator": "In", "values": [major]},
-            {"key": nodes.MINOR, "operator": "In", "values": [minor]},
-            {"key": nodes.PRODUCT, "operator": "In", "values": [group.kind.product]},
-        ]
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": terms}]
-            }
-        }
-    }
+        return required_affinity(cpu_terms())
+    return required_affinity(gpu_terms(group.kind.compute_capability, group.kind.product))
 
 
-def deployment(
-    *, me: ModelEngine, uid: str | None, config: OperatorConfig, group: ServingGroup
+def runtime_container(
+    *, me: ModelEngine, image: str, requests: dict[str, str], limits: dict[str, str]
 ) -> dict[str, Any]:
-    """The apps/v1 Deployment of one serving group, pinned to its GPU kind (or CPU nodes)."""
-    serving = _serving(me)
-    resources = (group.overrides.resources if group.overrides else None) or serving.resources
-    cpu = (resources.cpu if resources else None) or config.runtime_cpu
-    memory = (resources.memory if resources else None) or config.runtime_memory
-    requests = {"cpu": cpu, "memory": memory}
-    limits: dict[str, str] = {"memory": memory}
-    tolerations: list[dict[str, str]] = []
-    if group.kind is not None:
-        limits["nvidia.com/gpu"] = "1"
-        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+    """The runtime sidecar container: `modelengine serve` with its ports, probes and credentials.
+
+    Shared by the serving groups' Deployments and the injection webhook, so an injected
+    sidecar is the same container the operator's own serving pods run.
+    """
     env = [{"name": "HOME", "value": "/tmp"}]
     if me.spec.storage.region:
         env.append({"name": "AWS_REGION", "value": me.spec.storage.region})
     container: dict[str, Any] = {
         "name": "runtime",
-        "image": serving.image or config.runtime_image,
+        "image": image,
         "command": runtime_command(me),
         "env": env,
         "ports": [
@@ -189,17 +184,31 @@ def deployment(
             "failureThreshold": 3,
         },
         "resources": {"requests": requests, "limits": limits},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": RUNTIME_VOLUME, "mountPath": "/tmp"}],
     }
     if me.spec.storage.secret_ref is not None:
         container["envFrom"] = [{"secretRef": {"name": me.spec.storage.secret_ref.name}}]
+    return container
+
+
+def deployment(
+    *, me: ModelEngine, uid: str | None, config: OperatorConfig, group: ServingGroup
+) -> dict[str, Any]:
+    """The apps/v1 Deployment of one serving group, pinned to its GPU kind (or CPU nodes)."""
+    serving = _serving(me)
+    resources = (group.overrides.resources if group.overrides else None) or serving.resources
+    cpu = (resources.cpu if resources else None) or config.runtime_cpu
+    memory = (resources.memory if resources else None) or config.runtime_memory
+    requests = {"cpu": cpu, "memory": memory}
+    limits: dict[str, str] = {"memory": memory}
+    tolerations: list[dict[str, str]] = []
+    if group.kind is not None:
+        limits["nvidia.com/gpu"] = "1"
+        tolerations.append(GPU_TOLERATION)
+    container = runtime_container(
+        me=me, image=serving.image or config.runtime_image, requests=requests, limits=limits
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -219,7 +228,7 @@ def deployment(
                     "affinity": _affinity(group),
                     **({"tolerations": tolerations} if tolerations else {}),
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [{"name": RUNTIME_VOLUME, "emptyDir": {}}],
                 },
             },
         },
