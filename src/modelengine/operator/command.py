@@ -91,6 +91,25 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--status-interval", type=float, default=5.0, help="seconds between progress-only status writes"
     )
+    hook = p.add_argument_group("sidecar injection webhook (pods annotated modelengine.io/inject)")
+    hook.add_argument("--webhook-port", type=int, default=9443, help="HTTPS port of the webhook (0: off)")
+    hook.add_argument(
+        "--webhook-namespace", help="namespace of its Service and Secret (default: $POD_NAMESPACE; neither: off)"
+    )
+    hook.add_argument("--webhook-service", default="modelengine-webhook", help="the webhook Service's name")
+    hook.add_argument(
+        "--webhook-secret", default="modelengine-webhook-tls", help="Secret holding the serving certificate"
+    )
+    hook.add_argument(
+        "--webhook-configuration",
+        default="modelengine",
+        help="MutatingWebhookConfiguration whose caBundle the operator keeps in sync",
+    )
+    hook.add_argument(
+        "--webhook-cert-manager",
+        action="store_true",
+        help="cert-manager writes the Secret and the caBundle; the operator only reads the Secret",
+    )
     p.set_defaults(func=run)
 
 
@@ -104,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
             raise ConfigError(
                 f"--{flag.replace('_', '-')} {getattr(args, flag)!r}: not a Kubernetes quantity (e.g. 2, 500m, 8Gi)"
             )
-    for flag in ("metrics_port", "liveness_port"):
+    for flag in ("metrics_port", "liveness_port", "webhook_port"):
         if not 0 <= getattr(args, flag) <= 65535:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a port number (0-65535)")
     return OperatorConfig(
@@ -164,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         controller.metrics.serve(args.metrics_port)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    webhook = _webhook(args, controller=controller, api=api)
     print(
         f"modelengine operator: watching {', '.join(args.namespace) or 'all namespaces'}; "
         f"builder image {config.builder_image}; metrics :{args.metrics_port or '-'}",
@@ -176,8 +196,29 @@ def run(args: argparse.Namespace) -> int:
                 login=connection_info(api),
                 namespaces=args.namespace,
                 liveness_endpoint=liveness,
+                webhook=webhook,
             )
         )
     finally:
         api.close()
     return 0
+
+
+def _webhook(args: argparse.Namespace, *, controller: Any, api: Any) -> Any:
+    """The injection webhook for `operate`, or None when off (port 0, or no namespace known)."""
+    namespace = args.webhook_namespace or os.environ.get("POD_NAMESPACE")
+    if not args.webhook_port or not namespace:
+        return None
+    from modelengine.operator.webhook import WebhookServer, WebhookService
+    from modelengine.operator.webhook_certs import ClientCertApi, WebhookCerts, service_dns_names
+
+    certs = WebhookCerts(
+        api=ClientCertApi(api.configuration),
+        namespace=namespace,
+        secret=args.webhook_secret,
+        dns_names=service_dns_names(args.webhook_service, namespace),
+        webhook_configuration=None if args.webhook_cert_manager else args.webhook_configuration,
+        managed=not args.webhook_cert_manager,
+    )
+    server = WebhookServer(cache=controller.cache, config=controller.config, port=args.webhook_port)
+    return WebhookService(server=server, certs=certs)

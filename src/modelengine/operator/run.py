@@ -9,6 +9,7 @@ they share its context (event posting, settings).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection
 from typing import Any, cast
@@ -19,6 +20,7 @@ from modelengine.api.models import API_GROUP, API_VERSION, PLURAL
 from modelengine.operator.build_jobs import LABEL_KEY, LABEL_MANAGED, MANAGED_BY
 from modelengine.operator.controller import Controller, event_ref
 from modelengine.operator.serving_objects import COMPONENT, LABEL_COMPONENT
+from modelengine.operator.webhook import WebhookService
 
 
 def connection_info(api: Any) -> kopf.ConnectionInfo:
@@ -103,19 +105,30 @@ async def operate(
     liveness_endpoint: str | None = None,
     stop_flag: Any = None,
     ready_flag: Any = None,
+    webhook: WebhookService | None = None,
 ) -> None:
-    """Run until `stop_flag` is set. No peering name → standalone (no peering writes)."""
+    """Run until `stop_flag` is set. No peering name → standalone (no peering writes).
+
+    `webhook`: the sidecar-injection webhook, served beside kopf on this loop (every
+    replica, leader or not) and stopped with it.
+    """
     registry = build_registry(controller, login=login)
     controller.post_event = post_event
     controller.namespaces = list(namespaces)
-    await kopf.operator(
-        registry=registry,
-        clusterwide=not namespaces,
-        namespaces=list(namespaces),
-        standalone=peering is None,
-        peering_name=peering,
-        priority=priority,
-        liveness_endpoint=liveness_endpoint,
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-    )
+    webhook_task = asyncio.create_task(webhook.run(), name="webhook") if webhook is not None else None
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            standalone=peering is None,
+            peering_name=peering,
+            priority=priority,
+            liveness_endpoint=liveness_endpoint,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        if webhook_task is not None:
+            webhook_task.cancel()
+            await asyncio.gather(webhook_task, return_exceptions=True)
