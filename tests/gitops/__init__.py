@@ -1,0 +1,1 @@
+"""GitOps integration tests: the Argo CD health check."""
