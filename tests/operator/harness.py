@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -32,6 +33,7 @@ from modelengine.operator.kube import ClientApi
 from modelengine.operator.leader import LeaseElector
 from modelengine.operator.run import connection_info, operate
 from modelengine.operator.storage import StoreProvider
+from modelengine.operator.webhook import WebhookService
 from tests.operator.fakekube import ConnectionLog, KubeEmulator
 from tests.operator.tls import ServerCertificate, make_certificate
 
@@ -119,6 +121,13 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
         singular="poddisruptionbudget",
         namespaced=True,
         subresources={"status"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    # The injection webhook's configuration (its caBundle is kept in sync by the operator).
+    "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": kmock.ResourceInfo(
+        kind="MutatingWebhookConfiguration",
+        singular="mutatingwebhookconfiguration",
+        namespaced=False,
         verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
     "kopf.dev/v1/kopfpeerings": kmock.ResourceInfo(
@@ -259,6 +268,20 @@ class FakeCluster:
 
         self.runner.call(apply())
 
+    def route_pod_proxy(self, proxy: Callable[[str, str, int, str], tuple[int, bytes]]) -> None:
+        """Serve `GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/PATH` as a real API server
+        does: forwarded to the pod (here: `proxy`, the test node's way to reach its pods)."""
+        pattern = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/:]+):(\d+)/proxy/(.*)$")
+
+        async def forward(request: Any) -> aiohttp.web.Response:
+            match = pattern.match(request.url.path)
+            assert match is not None
+            namespace, pod, port, path = match.groups()
+            status, body = await asyncio.to_thread(proxy, namespace, pod, int(port), path)
+            return aiohttp.web.Response(status=status, body=body, content_type="application/json")
+
+        self.inject(lambda k: k[pattern] << forward)
+
     # ---- object helpers (the in-memory state, as kubectl would show it) ----
 
     def objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
@@ -329,6 +352,7 @@ class OperatorThread:
         priority: int = 0,
         lease_identity: str | None = None,
         liveness_endpoint: str | None = None,
+        webhook: Callable[[Controller], WebhookService] | None = None,
     ) -> None:
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
@@ -355,6 +379,7 @@ class OperatorThread:
             peering=peering,
             priority=priority,
             liveness_endpoint=liveness_endpoint,
+            webhook=webhook(self.controller) if webhook is not None else None,
         )
         self.thread = threading.Thread(target=self._run, name=f"operator-{config.identity}", daemon=True)
         self.thread.start()
