@@ -327,6 +327,7 @@ def test_values_map_onto_operator_flags(tmp_path: Path) -> None:
         "--liveness-port=9091",
         "--leader-election",
         "--lease-name=me-modelengine",
+        "--webhook-port=0",  # webhook.enabled is off by default
     ]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "liveness": 9091}
 
