@@ -183,6 +183,13 @@ def test_dashboard_configmap_for_the_grafana_sidecar(tmp_path: Path) -> None:
         kubernetes_validate.validate(cm, version, strict=True)
 
 
+def test_observability_doc_lists_every_exported_metric() -> None:
+    text = (CHART.parents[1] / "docs" / "observability.md").read_text()
+    listed = set(re.findall(r"^\| `(modelengine_\w+)`", text, flags=re.M))
+    assert listed <= EXPORTED.keys(), f"docs/observability.md names {sorted(listed - EXPORTED.keys())}"
+    assert {EXPORTED[n] for n in listed} == set(EXPORTED.values())
+
+
 # --- the PrometheusRule --------------------------------------------------------------------
 
 
