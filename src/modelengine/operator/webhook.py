@@ -50,7 +50,7 @@ VOLUME = "modelengine-runtime-tmp"
 PATH = "/mutate-pods"
 REVIEW_VERSION = "admission.k8s.io/v1"
 RUNTIME_PORTS = {HTTP_PORT: "http", GRPC_PORT: "grpc", METRICS_PORT: "metrics"}
-REFRESH_SECONDS = 600.0  # how often the certificate is re-read (rotation, cert-manager renewals)
+REFRESH_SECONDS = 60.0  # re-read the Secret and caBundle: renewals, and a caBundle an upgrade reset
 RETRY_SECONDS = 15.0
 
 
