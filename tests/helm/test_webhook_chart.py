@@ -90,7 +90,7 @@ def test_webhook_objects_fit_the_operator(tmp_path: Path, values: Doc) -> None:
     ]
     assert hook["sideEffects"] == "None" and hook["admissionReviewVersions"] == ["v1"]
     assert hook["failurePolicy"] == "Ignore"
-    (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+    (excluded,) = hook["namespaceSelector"]["matchExpressions"]  # all namespaces watched
     assert excluded["key"] == "kubernetes.io/metadata.name" and excluded["operator"] == "NotIn"
     assert {NAMESPACE, "kube-system"} <= set(excluded["values"])
 
@@ -176,3 +176,14 @@ def test_failure_policy_and_issuer_are_values(tmp_path: Path) -> None:
     assert "batch-jobs" in hook["namespaceSelector"]["matchExpressions"][0]["values"]
     assert not [d for d in docs if d["kind"] == "Issuer"]
     assert only(docs, "Certificate")["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+
+
+@needs_helm
+def test_a_namespaced_operator_gets_only_its_namespaces_pods(tmp_path: Path) -> None:
+    """Elsewhere it knows no ModelEngine: it would refuse every annotated pod there."""
+    docs = render(tmp_path, {**ENABLED, "operator": {"watchNamespaces": ["ml", "vision"]}})
+    (hook,) = only(docs, "MutatingWebhookConfiguration")["webhooks"]
+    validate_offline(only(docs, "MutatingWebhookConfiguration"))
+    excluded, included = hook["namespaceSelector"]["matchExpressions"]
+    assert excluded["operator"] == "NotIn" and NAMESPACE in excluded["values"]
+    assert included == {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["ml", "vision"]}

@@ -532,6 +532,20 @@ def test_certificate_is_issued_stored_and_the_ca_bundle_synced(
     assert ca_bundle(cluster, configuration) == cert.ca_pem
 
 
+def test_a_ca_bundle_that_cannot_be_written_does_not_stop_serving(
+    cluster: FakeCluster, cert_api: ClientCertApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    configuration = create_configuration(cluster)
+    path = f"patch /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{configuration}"
+    cluster.inject(lambda kmock: kmock[path] << 403)
+    certs = certs_for(cert_api, configuration)
+    cert = asyncio.run(certs.ensure())
+    assert ServingCert.from_secret(cluster.get("secrets", OPERATOR_NAMESPACE, certs.secret) or {}) == cert
+    # (KMock stores a patch even when an injected reaction answers 403: the stored
+    # caBundle says nothing here; the answer the operator got is what matters.)
+    assert f"caBundle of MutatingWebhookConfiguration {configuration} not updated: HTTP 403" in caplog.text
+
+
 def _plant(cluster: FakeCluster, certs: WebhookCerts, *, ca_days: float, cert_days: float) -> ServingCert:
     """Write a Secret as an earlier operator would have, with the given days left."""
     now = datetime.datetime.now(datetime.UTC)

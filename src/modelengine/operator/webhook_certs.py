@@ -258,7 +258,7 @@ class WebhookCerts:
                     )
                 return current
             if current is not None and not self._needs_renewal(current, secret or {}):
-                await self.sync_ca_bundle(current.ca_pem)
+                await self._sync_or_log(current.ca_pem)
                 return current
             fresh, data = self._renew(current, secret)
             try:
@@ -272,7 +272,7 @@ class WebhookCerts:
                 self.dns_names[0],
                 fresh.not_after.isoformat(timespec="seconds"),
             )
-            await self.sync_ca_bundle(fresh.ca_pem)
+            await self._sync_or_log(fresh.ca_pem)
             return fresh
         raise InfrastructureError(
             f"webhook Secret {self.namespace}/{self.secret}: kept changing while being rotated (409 three times)"
@@ -334,6 +334,16 @@ class WebhookCerts:
             self.secret,
             {"metadata": {"resourceVersion": version} if version else {}, "data": data},
         )
+
+    async def _sync_or_log(self, ca_pem: bytes) -> None:
+        """A caBundle that cannot be written (RBAC, a 409) must not stop the serving: the
+        next refresh tries again, and a configuration already trusting this CA keeps working."""
+        try:
+            await self.sync_ca_bundle(ca_pem)
+        except ApiError as err:
+            log.error(
+                "caBundle of MutatingWebhookConfiguration %s not updated: %s", self.webhook_configuration, err
+            )
 
     async def sync_ca_bundle(self, ca_pem: bytes) -> bool:
         """Patch every webhook's `caBundle` to `ca_pem`; True when something changed."""
