@@ -191,6 +191,7 @@ def world(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     ):
         core.create_node(node_doc)
     test_node = TestNode(api)
+    cluster.route_pod_proxy(test_node.proxy)
     try:
         yield World(
             cluster,

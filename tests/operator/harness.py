@@ -273,12 +273,14 @@ class FakeCluster:
         does: forwarded to the pod (here: `proxy`, the test node's way to reach its pods)."""
         pattern = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/:]+):(\d+)/proxy/(.*)$")
 
-        async def forward(request: Any) -> aiohttp.web.Response:
+        from kmock import Response  # type: ignore[attr-defined]  # public, not in __all__
+
+        async def forward(request: Any) -> Any:
             match = pattern.match(request.url.path)
             assert match is not None
             namespace, pod, port, path = match.groups()
             status, body = await asyncio.to_thread(proxy, namespace, pod, int(port), path)
-            return aiohttp.web.Response(status=status, body=body, content_type="application/json")
+            return Response(status=status, payload=body, headers={"Content-Type": "application/json"})
 
         self.inject(lambda k: k[pattern] << forward)
 

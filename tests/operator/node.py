@@ -29,6 +29,7 @@ import datetime
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +138,18 @@ class TestNode:
     def serving_port(self, namespace: str, deployment: str, container_port: int = 8000) -> int:
         """The loopback port the serving pod's `container_port` is reachable on."""
         return self.serving[(namespace, deployment)].started.sandbox.ports[container_port]
+
+    def proxy(self, namespace: str, pod: str, port: int, path: str) -> tuple[int, bytes]:
+        """What the API server's pod proxy answers: the pod's own HTTP answer on `port`."""
+        for (ns, _deployment), serving in list(self.serving.items()):
+            if ns == namespace and serving.name == pod:
+                url = f"http://127.0.0.1:{serving.started.sandbox.ports[port]}/{path.lstrip('/')}"
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        return int(response.status), bytes(response.read())
+                except urllib.error.HTTPError as err:
+                    return int(err.code), bytes(err.read())
+        return 404, b'{"message": "pod not found"}'
 
     def serving_log(self, namespace: str, deployment: str) -> str:
         return self.serving[(namespace, deployment)].started.log_path.read_text(errors="replace")

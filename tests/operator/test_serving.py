@@ -9,6 +9,7 @@ removing `spec.serving` deleting every group.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -392,7 +393,11 @@ def test_serving_groups_follow_the_modelengine_and_the_cluster(world: World) -> 
         )
         conditions = {c["type"]: c for c in stalled["conditions"]}
         assert conditions["RolloutStalled"]["status"] == "True"
-        assert "NVIDIA-L4: ReplicaSet" in conditions["RolloutStalled"]["message"]
+        # The reason is the runtime's own, read from the not-ready pod: the test node runs
+        # this GPU group's pod on a machine without a GPU, so its runtime finds no engine.
+        assert conditions["RolloutStalled"]["message"].startswith(
+            "NVIDIA-L4: no engine of default/served fits"
+        )
         events = wait_for(
             lambda: [e for e in world.events("served") if e["reason"] == "RolloutStalled"], what="an Event"
         )
@@ -450,3 +455,110 @@ def test_the_version_gate_holds_back_an_engine_the_serving_image_cannot_load(wor
 
 def product_of(group: str) -> str:
     return {"nvidia-l4": "NVIDIA-L4", "nvidia-a100-sxm4-80gb": "NVIDIA-A100-SXM4-80GB"}[group]
+
+
+def test_a_stalled_rollout_reports_the_runtimes_own_reason(world: World) -> None:
+    """A new pod whose engine fails acceptance never turns ready; once the Deployment
+    controller gives up (ProgressDeadlineExceeded), status says why in the runtime's words."""
+    from kubernetes import client
+
+    from modelengine.store.publish import read_manifest
+    from modelengine.store.s3 import S3Store, s3_client
+    from tests.operator.conftest import CREDENTIALS
+    from tests.runtime.test_acceptance import perturb_golden
+
+    apps = client.AppsV1Api(world.core.api_client)
+    doc = world.modelengine("accept", targets=[{"cpu": True}], serving={"cpu": True, "maxReplicas": 1})
+    name = "accept-cpu-runtime"
+    operator = world.operator(options={"status_interval_seconds": 0})
+    try:
+        world.apply(doc)
+        status = wait_for(
+            lambda: world.status("accept").get("phase") == "Ready" and world.status("accept"), timeout=180
+        )
+
+        def ready() -> int:
+            status = (world.cluster.get("deployments", NAMESPACE, name) or {}).get("status") or {}
+            return int(status.get("readyReplicas") or 0)
+
+        wait_for(lambda: ready() >= 1, timeout=120, what="the first pod ready (acceptance passed)")
+        # The engine's golden outputs no longer match what it computes (a consistent, signed-off
+        # document with wrong numbers: what a bad engine looks like to the runtime).
+        store = S3Store(
+            world.bucket,
+            "store",
+            client=s3_client(endpoint_url=world.endpoint, credentials=CREDENTIALS),
+        )
+        (engine,) = status["engines"]
+        manifest = read_manifest(store, engine["buildKey"])
+        assert manifest is not None and manifest.golden is not None
+        perturb_golden(store, manifest, manifest.golden.samples[0].label)
+        # A template change rolls out a new pod, which loads the engine and fails acceptance.
+        doc["spec"]["serving"]["batching"] = {"maxDelayMs": 3}
+        world.apply(doc)
+        dep = wait_for(
+            lambda: (
+                (d := world.cluster.get("deployments", NAMESPACE, name))
+                and d["metadata"]["generation"] >= 2
+                and d
+            ),
+            what="the new template",
+        )
+
+        def pods() -> list[dict[str, Any]]:
+            return [
+                p
+                for p in world.cluster.objects("pods", NAMESPACE)
+                if p["metadata"]["labels"].get("modelengine.io/serving-group") == "cpu"
+                and p["metadata"]["labels"].get("modelengine.io/name") == "accept"
+            ]
+
+        wait_for(lambda: pods() and world.node.serving[(NAMESPACE, name)].generation >= 2, what="the new pod")
+        time.sleep(3)  # its runtime loads the engine and runs the golden samples
+        apps.patch_namespaced_deployment_status(
+            name,
+            NAMESPACE,
+            {
+                "status": {
+                    "observedGeneration": dep["metadata"]["generation"],
+                    "replicas": 1,
+                    "updatedReplicas": 1,
+                    "readyReplicas": 0,
+                    "availableReplicas": 0,
+                    "conditions": [
+                        {
+                            "type": "Progressing",
+                            "status": "False",
+                            "reason": "ProgressDeadlineExceeded",
+                            "message": f'ReplicaSet "{name}-2" has timed out progressing.',
+                        }
+                    ],
+                }
+            },
+        )
+        group = wait_for(
+            lambda: next(
+                (
+                    g
+                    for g in world.status("accept").get("serving") or []
+                    if g["group"] == "cpu" and g["phase"] == "Stalled"
+                ),
+                None,
+            ),
+            what="Stalled",
+            show=lambda: world.status("accept").get("serving"),
+        )
+        assert "failed acceptance" in group["reason"] and "golden sample" in group["reason"], (
+            group,
+            world.node.serving_log(NAMESPACE, name)[-3000:],
+        )
+        conditions = {c["type"]: c for c in world.status("accept")["conditions"]}
+        assert conditions["RolloutStalled"]["status"] == "True"
+        assert conditions["RolloutStalled"]["message"].startswith("cpu: ")
+        events = wait_for(
+            lambda: [e for e in world.events("accept") if e["reason"] == "RolloutStalled"], what="Event"
+        )
+        assert "failed acceptance" in events[0]["message"]
+    finally:
+        operator.stop()
+        world.delete("accept")

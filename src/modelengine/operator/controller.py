@@ -30,15 +30,11 @@ from modelengine.api.models import (
     API_GROUP,
     API_VERSION,
     KIND,
-    BackendName,
     EnginePhase,
-    EngineStatus,
     ModelEngine,
-    ModelEngineStatus,
     Phase,
-    RolloutPhase,
 )
-from modelengine.api.targets import GpuKind, ResolvedTarget
+from modelengine.api.targets import GpuKind
 from modelengine.api.validation import (
     SpecError,
     cluster_source_problems,
@@ -47,7 +43,6 @@ from modelengine.api.validation import (
 )
 from modelengine.errors import first_line
 from modelengine.logs import redact
-from modelengine.operator.build_jobs import LABEL_KEY, LABEL_MANAGED, MANAGED_BY
 from modelengine.operator.builds import Builds
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.engines import EngineStates, refused
@@ -57,11 +52,12 @@ from modelengine.operator.leader import LeaseElector
 from modelengine.operator.limiter import BuildLimiter
 from modelengine.operator.metrics import Metrics
 from modelengine.operator.plan import Plan, make_plan
+from modelengine.operator.priming import prime
 from modelengine.operator.release_record import publish_release
 from modelengine.operator.retention import Retention
+from modelengine.operator.rollouts import Rollouts
 from modelengine.operator.serving import ServingSync
-from modelengine.operator.serving_groups import GroupPlan, plan_groups
-from modelengine.operator.serving_objects import COMPONENT, LABEL_COMPONENT
+from modelengine.operator.serving_groups import GroupPlan
 from modelengine.operator.sources import ModelSources, SourceError
 from modelengine.operator.status import desired_status, parse_status, with_serving
 from modelengine.operator.status_writer import EventPoster, StatusWriter
@@ -114,6 +110,7 @@ class Controller:
             api=api, stores=stores, cache=self.cache, builds=self.builds, config=config
         )
         self.serving = ServingSync(api=api, config=config, cache=self.cache)
+        self.rollouts = Rollouts(api=api, cache=self.cache)
         self._workers: list[asyncio.Task[None]] = []
 
     @property
@@ -171,43 +168,19 @@ class Controller:
         self._workers.append(asyncio.create_task(self._prime_and_work(), name="modelengine-worker-0"))
 
     async def _prime_and_work(self) -> None:
-        # Know the GPU kinds and the builder Jobs before the first plan: otherwise `auto`
-        # would plan for no kinds, or a restarted operator would re-create Jobs it has not
-        # seen yet (409s). One list each, not per object; the watches keep them current.
-        while True:
-            try:
-                for job in await self._list_jobs():
-                    self.observe_job("ADDED", job)
-                for node in await self.api.list_nodes():
-                    self.cache.observe_node("ADDED", node)
-                for deployment in await self._list_deployments():
-                    self.cache.observe_deployment("ADDED", deployment)
-                break
-            except ApiError as err:
-                log.warning("cannot list Nodes yet (retrying): %s", err)
-                await asyncio.sleep(self.config.retry_seconds)
+        await prime(
+            api=self.api,
+            namespaces=self.namespaces,
+            on_job=self.observe_job,
+            on_node=self.cache.observe_node,
+            on_deployment=self.cache.observe_deployment,
+            retry_seconds=self.config.retry_seconds,
+        )
         for i in range(1, self.config.workers):
             self._workers.append(
                 asyncio.create_task(self.queue.work(self.reconcile), name=f"modelengine-worker-{i}")
             )
         await self.queue.work(self.reconcile)
-
-    async def _list_jobs(self) -> list[dict[str, Any]]:
-        if not self.namespaces:
-            return await self.api.list_jobs(None, LABEL_KEY)
-        out: list[dict[str, Any]] = []
-        for namespace in self.namespaces:
-            out.extend(await self.api.list_jobs(namespace, LABEL_KEY))
-        return out
-
-    async def _list_deployments(self) -> list[dict[str, Any]]:
-        selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT}"
-        if not self.namespaces:
-            return await self.api.list_deployments(None, selector)
-        out: list[dict[str, Any]] = []
-        for namespace in self.namespaces:
-            out.extend(await self.api.list_deployments(namespace, selector))
-        return out
 
     async def stop(self) -> None:
         for task in self._workers:
@@ -253,51 +226,16 @@ class Controller:
             model_digest=digest,
             current=current,
         )
-        groups = self._serving_groups(me, engines)
+        groups = self.serving.plan(me, engines, self.cache.inventory.kinds(), self.metrics)
         if groups is not None:
-            desired = with_serving(desired, self.serving.statuses(key, me, groups), current)
-            self._announce_rollouts(body, current, desired)
+            desired = with_serving(desired, await self.rollouts.statuses(key, me, groups), current)
+            self.rollouts.announce(self.status.post_event, body, current, desired)
         released = (current.phase, current.observed_generation, current.engines)
         if desired.phase is Phase.READY and released != (Phase.READY, generation, desired.engines):
             await publish_release(me, generation, plan, store, manifest=self.engines.manifest)
         await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
         self._report_refused(key, body, [e.reason or "" for e in engines if refused(e)])
         await self._serve(key, body, me, desired.phase, groups)
-
-    def _serving_groups(self, me: ModelEngine, engines: list[EngineStatus]) -> GroupPlan | None:
-        """Which serving groups the Ready engines and the cluster's GPU kinds call for."""
-        if me.spec.serving is None:
-            return None
-        released = [
-            (ResolvedTarget(BackendName(e.backend), e.compute_capability, e.product), e.backend_version)
-            for e in engines
-            if e.phase is EnginePhase.READY and e.backend_version
-        ]
-        plan = plan_groups(
-            me.spec.serving,
-            kinds=self.cache.inventory.kinds(),
-            released=released,
-            runtime_versions={b: self.config.runtime_backend_version(b) for b in BackendName},
-        )
-        self.metrics.kinds_without_engine.labels(
-            namespace=me.metadata.namespace, modelengine=me.metadata.name
-        ).set(len(plan.without_engine))
-        return plan
-
-    def _announce_rollouts(
-        self, body: dict[str, Any], current: ModelEngineStatus, desired: ModelEngineStatus
-    ) -> None:
-        """A Warning Event when a group newly stalls or is newly held back by the version gate."""
-        before = {g.group: g.phase for g in current.serving or []}
-        for group in desired.serving or []:
-            if (
-                group.phase in (RolloutPhase.STALLED, RolloutPhase.VERSION_MISMATCH)
-                and before.get(group.group) != group.phase
-            ):
-                reason = "RolloutStalled" if group.phase is RolloutPhase.STALLED else "VersionMismatch"
-                self.status.post_event(
-                    body, "Warning", reason, f"{group.product or group.group}: {group.reason}"[:1000]
-                )
 
     async def _parse(self, key: Key, body: dict[str, Any], generation: int | None) -> ModelEngine | None:
         """The spec as the API models read it; an invalid one is reported in status."""

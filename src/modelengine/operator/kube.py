@@ -53,6 +53,12 @@ class KubeApi(Protocol):
 
     async def list_deployments(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]: ...
 
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+
+    async def pod_proxy_get(self, namespace: str, pod: str, port: int, path: str) -> tuple[int, bytes]:
+        """GET `path` on a pod's port through the API server's proxy: (status, body)."""
+        ...
+
     # spec.serving: Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget (by `kind`)
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
@@ -206,6 +212,34 @@ class ClientApi:
         )
         items: list[dict[str, Any]] = json.loads(raw).get("items") or []
         return [p for p in items if (p.get("metadata", {}).get("labels") or {}).get("job-name") == job_name]
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        raw = await self._call(self._core.list_namespaced_pod, namespace, label_selector=label_selector)
+        items: list[dict[str, Any]] = json.loads(raw).get("items") or []
+        return items
+
+    async def pod_proxy_get(self, namespace: str, pod: str, port: int, path: str) -> tuple[int, bytes]:
+        from kubernetes.client.exceptions import ApiException
+
+        loop = asyncio.get_running_loop()
+
+        def call() -> tuple[int, bytes]:
+            try:
+                response = self._core.connect_get_namespaced_pod_proxy_with_path(
+                    f"{pod}:{port}", namespace, path.lstrip("/"), _preload_content=False
+                )
+            except ApiException as err:  # a non-2xx answer of the pod: its body is the point
+                return int(err.status or 0), bytes(err.body or b"") if not isinstance(
+                    err.body, str
+                ) else err.body.encode()
+            except Exception as err:
+                raise ApiError(0, _message(err)) from None
+            try:
+                return int(response.status), bytes(response.data or b"")
+            finally:
+                response.release_conn()
+
+        return await loop.run_in_executor(self._pool, call)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
