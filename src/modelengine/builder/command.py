@@ -159,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if o.phase != "Ready"]
     for o in failed:
         print(f"modelengine build: {o.target.name} failed: {o.reason}", file=sys.stderr)
-    return 1 if failed else 0
+    # Bad input only when every failure was the input's (a bad model fails every target alike).
+    codes = {o.exit_code or 1 for o in failed}
+    return 0 if not failed else (2 if codes == {2} else 1)
 
 
 def format_table(outcomes: list[TargetOutcome]) -> str:

@@ -59,10 +59,15 @@ if TYPE_CHECKING:
 
 
 class PipelineError(BuildFailed):
-    """A stage failed; the message is the one-line cause shown to the user."""
+    """A stage failed; the message is the one-line cause shown to the user.
 
-    def __init__(self, stage: str, message: str) -> None:
+    `exit_code` is the cause's when it has one (a bad model is bad input: 2), else 1.
+    """
+
+    def __init__(self, stage: str, message: str, *, exit_code: int | None = None) -> None:
         self.stage = stage
+        if exit_code is not None:
+            self.exit_code = exit_code
         super().__init__(message)
 
 
@@ -78,6 +83,7 @@ class TargetOutcome:
     manifest_uri: str | None = None
     engine_uri: str | None = None
     seconds: float = 0.0
+    exit_code: int = 0  # of the failure: 2 bad input (the model), 1 a failed build, 3 the store
 
     def summary(self) -> dict[str, Any]:
         """The builder's termination message (small JSON, < 4 KiB)."""
@@ -278,7 +284,7 @@ class Pipeline:
                 )
                 result = export_onnx(self.spec, loaded, out_dir=onnx_dir, progress=progress)
             except ExportError as err:
-                raise PipelineError("export", str(err)) from None
+                raise PipelineError("export", str(err), exit_code=err.exit_code) from None
             t.detail = f"ONNX opset {result.opset}, {len(result.branches)} data-dependent branch(es)"
         with self.timings.measure("verify", self.reporter) as t:
             try:
@@ -499,7 +505,9 @@ class Pipeline:
                 outcomes.append(self.build_target(target, key, version))
             except PipelineError as err:
                 self.reporter.warn(f"{target.name}: {err.stage} failed: {err}")
-                outcomes.append(TargetOutcome(target, key, version, "Failed", reason=str(err)))
+                outcomes.append(
+                    TargetOutcome(target, key, version, "Failed", reason=str(err), exit_code=err.exit_code)
+                )
                 if err.stage in ("load", "export", "verify"):
                     shared_failure = err
         return outcomes

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from modelengine.api.models import ModelFormat
 from modelengine.api.tensors import TensorInfo
-from modelengine.errors import BuildFailed
+from modelengine.errors import BuildFailed, InputError
 from modelengine.errors import first_line as first_line  # older imports name it here
 
 Verdict = Literal["kept", "frozen-constant", "frozen-flips"]
@@ -25,6 +25,10 @@ CONTROL_FLOW_FIXES = "script the branch, use torch.cond, or export with method m
 
 class ExportError(BuildFailed):
     """A model that cannot be read or exported; `str()` is one user-facing line."""
+
+
+class ModelInputError(InputError, ExportError):
+    """The model itself is bad input (missing, unreadable, refused weights): exit 2, not 1."""
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from modelengine.api.models import ModelFormat, ModelSource
-from modelengine.export.errors import ExportError, LoadedModel, first_line
+from modelengine.export.errors import ExportError, LoadedModel, ModelInputError, first_line
 
 
 def load_model(model: ModelSource, *, source_path: Path, weights_path: Path | None = None) -> LoadedModel:
@@ -33,14 +33,14 @@ def load_model(model: ModelSource, *, source_path: Path, weights_path: Path | No
     except ExportError:
         raise
     except Exception as err:  # anything unforeseen still reaches the user as one line
-        raise ExportError(
+        raise ModelInputError(
             f"cannot read model {source_path}: {type(err).__name__}: {first_line(err)}"
         ) from err
 
 
 def _load(model: ModelSource, source_path: Path, weights_path: Path | None) -> LoadedModel:
     if not source_path.exists():
-        raise ExportError(f"cannot read model {source_path}: no such file or directory")
+        raise ModelInputError(f"cannot read model {source_path}: no such file or directory")
     fmt = model.format
     if fmt is ModelFormat.ONNX:
         return LoadedModel(fmt, None, None, _load_onnx(source_path), source_path)
@@ -50,7 +50,7 @@ def _load(model: ModelSource, source_path: Path, weights_path: Path | None) -> L
         program = _load_exported_program(_single_file(source_path, ".pt2"))
         return LoadedModel(fmt, program.module(), program, None, source_path)
     if not model.entrypoint:
-        raise ExportError("spec.model.entrypoint: required when format is python (module:factory)")
+        raise ModelInputError("spec.model.entrypoint: required when format is python (module:factory)")
     module = _load_python(source_path, model.entrypoint)
     if weights_path is not None:
         _apply_weights(module, Path(weights_path))
@@ -63,7 +63,7 @@ def _single_file(path: Path, suffix: str) -> Path:
         return path
     found = sorted(path.glob(f"*{suffix}"))
     if len(found) != 1:
-        raise ExportError(
+        raise ModelInputError(
             f"cannot read model {path}: expected one {suffix} file in the folder, found {len(found)}"
         )
     return found[0]
@@ -76,7 +76,7 @@ def _load_onnx(path: Path) -> Path:
     try:
         onnx.load(str(path), load_external_data=False)
     except Exception as err:
-        raise ExportError(f"cannot read model {path}: not a valid ONNX file ({first_line(err)})") from None
+        raise ModelInputError(f"cannot read model {path}: not a valid ONNX file ({first_line(err)})") from None
     return path
 
 
@@ -86,7 +86,7 @@ def _load_torchscript(path: Path) -> Any:
     try:
         module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as err:
-        raise ExportError(f"cannot read model {path}: not a TorchScript file ({first_line(err)})") from None
+        raise ModelInputError(f"cannot read model {path}: not a TorchScript file ({first_line(err)})") from None
     return module.eval()
 
 
@@ -96,7 +96,7 @@ def _load_exported_program(path: Path) -> Any:
     try:
         return torch.export.load(str(path))  # type: ignore[no-untyped-call]
     except Exception as err:
-        raise ExportError(
+        raise ModelInputError(
             f"cannot read model {path}: not a torch.export program ({first_line(err)})"
         ) from None
 
@@ -117,7 +117,7 @@ def _load_python(source: Path, entrypoint: str) -> Any:
     root = root.resolve()
     module_name, _, factory_name = entrypoint.partition(":")
     if not module_name or not factory_name:
-        raise ExportError(f"spec.model.entrypoint: expected module:factory, got {entrypoint!r}")
+        raise ModelInputError(f"spec.model.entrypoint: expected module:factory, got {entrypoint!r}")
     _forget_foreign(module_name, root)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
@@ -125,28 +125,28 @@ def _load_python(source: Path, entrypoint: str) -> Any:
         mod = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name and module_name.startswith(err.name):
-            raise ExportError(
+            raise ModelInputError(
                 f"cannot import model module `{module_name}` from {root}: no such module"
             ) from None
-        raise ExportError(
+        raise ModelInputError(
             f"cannot import model module `{module_name}` from {root}: {first_line(err)}{_user_frame(err, root)}"
         ) from None
     except Exception as err:
-        raise ExportError(
+        raise ModelInputError(
             f"cannot import model module `{module_name}` from {root}: "
             f"{type(err).__name__}: {first_line(err)}{_user_frame(err, root)}"
         ) from None
     factory = getattr(mod, factory_name, None)
     if factory is None or not callable(factory):
-        raise ExportError(f"model module `{module_name}` ({mod.__file__}) has no callable `{factory_name}`")
+        raise ModelInputError(f"model module `{module_name}` ({mod.__file__}) has no callable `{factory_name}`")
     try:
         made = factory()
     except Exception as err:
-        raise ExportError(
+        raise ModelInputError(
             f"model factory {entrypoint} raised {type(err).__name__}: {first_line(err)}{_user_frame(err, root)}"
         ) from None
     if not isinstance(made, torch.nn.Module):
-        raise ExportError(f"model factory {entrypoint} returned {type(made).__name__}, not a torch.nn.Module")
+        raise ModelInputError(f"model factory {entrypoint} returned {type(made).__name__}, not a torch.nn.Module")
     return made.eval()
 
 
@@ -189,7 +189,7 @@ def _apply_weights(module: Any, path: Path) -> None:
     import torch
 
     if not path.is_file():
-        raise ExportError(f"cannot read weights {path}: no such file")
+        raise ModelInputError(f"cannot read weights {path}: no such file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -198,23 +198,23 @@ def _apply_weights(module: Any, path: Path) -> None:
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ExportError(f"cannot read weights {path}: {weights_only_refusal(err)}") from None
+        raise ModelInputError(f"cannot read weights {path}: {weights_only_refusal(err)}") from None
     except Exception as err:
-        raise ExportError(f"cannot read weights {path}: {first_line(err)}") from None
+        raise ModelInputError(f"cannot read weights {path}: {first_line(err)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ExportError(f"cannot read weights {path}: expected a state_dict (names to tensors)")
+        raise ModelInputError(f"cannot read weights {path}: expected a state_dict (names to tensors)")
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as err:
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         cause = lines[1] if len(lines) > 1 else first_line(err)
-        raise ExportError(f"weights {path} do not fit the model: {cause}") from None
+        raise ModelInputError(f"weights {path} do not fit the model: {cause}") from None
     problems = []
     if result.missing_keys:
         problems.append(f"missing {', '.join(result.missing_keys[:5])}")
     if result.unexpected_keys:
         problems.append(f"unexpected {', '.join(result.unexpected_keys[:5])}")
     if problems:
-        raise ExportError(f"weights {path} do not fit the model: {'; '.join(problems)}")
+        raise ModelInputError(f"weights {path} do not fit the model: {'; '.join(problems)}")
