@@ -4,6 +4,7 @@
     python benchmarks/operator_scale.py --quick      # N = 10
     python benchmarks/operator_scale.py --sizes 100 500 --repeat 3
     BENCH_PROFILE=/tmp/op.prof python benchmarks/operator_scale.py --sizes 200   # + cProfile
+    BENCH_TRACEMALLOC=/tmp/peak.txt python benchmarks/operator_scale.py   # restart's peak memory, by site
 
 One API server per N (KMock + tests/operator's KubeEmulator, served over HTTPS with a
 throwaway CA, in this process), holding N ModelEngines in namespace `bench-base` and N in
@@ -284,6 +285,20 @@ def is_write(request: Any) -> bool:
     return str(request.method.value if hasattr(request.method, "value") else request.method).upper() != "GET"
 
 
+def busy_until_idle(pid: int, seconds: float, timeout: float) -> None:
+    """Wait until the process used (almost) no CPU for `seconds`."""
+    t0 = time.perf_counter()
+    last_cpu, last_change = proc_figures(pid)[1], time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        time.sleep(0.5)
+        cpu = proc_figures(pid)[1]
+        if cpu - last_cpu > 0.05 * 0.5:  # more than 5 % of a core over the last half second
+            last_change = time.perf_counter()
+        elif time.perf_counter() - last_change >= seconds:
+            return
+        last_cpu = cpu
+
+
 def quiet_for(bench: Bench, agents: tuple[str, ...], seconds: float, timeout: float, start: int = 0) -> None:
     """Wait until the given clients made no request for `seconds` (watch streams stay open)."""
     t0 = time.perf_counter()
@@ -322,10 +337,11 @@ def run_baseline(bench: Bench, n: int) -> dict[str, float]:
         stop(proc)
 
 
-def operator_argv(profile: str | None) -> list[str]:
+def operator_argv(profile: str | None, trace: str | None = None) -> list[str]:
     return [
         sys.executable,
         *(["-m", "cProfile", "-o", profile] if profile else []),
+        *([str(ROOT / "benchmarks" / "trace_peak.py"), trace] if trace else []),
         "-m",
         "modelengine.cli",
         "operator",
@@ -394,9 +410,14 @@ def run_operator(bench: Bench, n: int, store: Path) -> dict[str, float]:
 
     # Restart with everything Ready: count writes until the new process is idle.
     mark = len(bench.cluster.requests())
-    proc = bench.start(operator_argv(f"{profile}.restart" if profile else None))
+    trace = os.environ.get("BENCH_TRACEMALLOC")  # a path: where the restart's peak memory was allocated
+    proc = bench.start(operator_argv(f"{profile}.restart" if profile else None, trace))
     try:
-        quiet_for(bench, agents, 3.0, 120, mark)
+        # Idle means idle after it started talking: a slow start-up is not "no writes".
+        bench.wait(lambda: bench.requests_by(agents, mark), 300, "the restarted operator's first request")
+        quiet_for(bench, agents, 3.0, 300, mark)
+        busy_until_idle(proc.pid, 3.0, 300)  # events still being processed may yet lead to writes
+        quiet_for(bench, agents, 3.0, 300, mark)
         restart_writes = [r for r in bench.requests_by(agents, mark) if is_write(r)]
         restart_rss, _ = proc_figures(proc.pid)
     finally:

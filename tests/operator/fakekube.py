@@ -13,7 +13,7 @@ the hooks KMock offers (`_handle`, `__call__`, the list fallback) rather than a 
 - The status subresource: a PATCH to `.../status` changes only `status`; a PATCH to the
   main resource of a kind that has the subresource cannot change `status`.
 - `labelSelector` on lists (equality and existence terms), so label-filtered reads see
-  what a real server would return.
+  what a real server would return; `limit` + `continue` pages, in key order.
 - Validation a real v1.36 server does before storing (tests/operator/apiserver_rules.py):
   names, label keys and values, the strict OpenAPI schema of the built-in kinds the
   operator writes, the Job status condition order; a refused write answers `422 Invalid`
@@ -38,6 +38,7 @@ within that window, so tests that inject leave the limit off.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime
 import itertools
@@ -69,6 +70,11 @@ STATUS_SUBRESOURCE_PLURALS = frozenset(
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _store_key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
 def _manager(request: rendering.Request) -> str:
@@ -302,4 +308,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 if selector_matches(selector, item.get("metadata", {}).get("labels") or {})
             ]
         listing["metadata"] = {"resourceVersion": str(next(self._rv))}
+        limit = int(request.params.get("limit") or 0) if request.params else 0
+        if limit > 0:  # pages in key order, as etcd returns them; `continue` = the last key given
+            items = sorted(listing["items"], key=_store_key)
+            after = request.params.get("continue") or ""
+            if after:
+                items = [i for i in items if _store_key(i) > tuple(json.loads(base64.b64decode(after)))]
+            listing["items"] = items[:limit]
+            if len(items) > limit:
+                token = json.dumps(list(_store_key(items[limit - 1]))).encode()
+                listing["metadata"]["continue"] = base64.b64encode(token).decode()
+                listing["metadata"]["remainingItemCount"] = len(items) - limit
         return listing

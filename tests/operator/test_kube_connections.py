@@ -76,7 +76,36 @@ def test_unreleased_responses_open_a_connection_each(cluster: FakeCluster) -> No
     api_client = kube_client(cluster.kubeconfig)
     api_client.user_agent = "leaky-client"
     batch = client.BatchV1Api(api_client)
-    held = [batch.create_namespaced_job("default", _job(f"leak-{i}"), _preload_content=False) for i in range(12)]
+    held = [
+        batch.create_namespaced_job("default", _job(f"leak-{i}"), _preload_content=False) for i in range(12)
+    ]
     assert cluster.connections.opened_by(("leaky-client",)) == 12
     for response in held:
         response.release_conn()
+
+
+def test_lists_are_read_in_pages_and_transformed_as_they_arrive(cluster: FakeCluster) -> None:
+    from modelengine.operator import kube
+
+    batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
+    for i in range(7):
+        batch.create_namespaced_job("default", _job(f"page-{i}"))
+    api = ClientApi(kubeconfig=str(cluster.kubeconfig), user_agent=AGENT)
+    seen: list[str] = []
+
+    def slim(job: dict[str, Any]) -> dict[str, Any]:
+        seen.append(job["metadata"]["name"])
+        return {"metadata": {"name": job["metadata"]["name"]}}
+
+    old_page, kube.LIST_PAGE = kube.LIST_PAGE, 3
+    try:
+        jobs = asyncio.run(api.list_jobs("default", "app=t", transform=slim))
+    finally:
+        kube.LIST_PAGE = old_page
+        api.close()
+    assert [j["metadata"]["name"] for j in jobs] == [f"page-{i}" for i in range(7)] == seen
+    lists = [
+        r for r in cluster.requests() if r.headers.get("User-Agent") == AGENT and r.method.value == "GET"
+    ]
+    assert [r.url.query.get("limit") for r in lists] == ["3", "3", "3"]
+    assert [bool(r.url.query.get("continue")) for r in lists] == [False, True, True]
