@@ -57,8 +57,30 @@ def _push(world: World, tmp_path: Path) -> dict[str, Any]:
     return doc
 
 
+def _record_operator_s3_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every (operation, key) the operator's S3 clients send: the operator runs in this process."""
+    from modelengine.operator import storage
+    from modelengine.store.s3 import s3_client
+
+    calls: list[tuple[str, str]] = []
+
+    def recording_client(**kwargs: Any) -> Any:
+        client = s3_client(**kwargs)
+
+        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+            calls.append((model.name, str(params.get("Key") or params.get("Prefix") or "")))
+
+        client.meta.events.register("provide-client-params.s3.*", record)
+        return client
+
+    monkeypatch.setattr(storage, "s3_client", recording_client)
+    return calls
+
+
 @needs_helm
-def test_push_apply_build_serve_and_answer_as_the_readme_says(world: World, tmp_path: Path) -> None:
+def test_push_apply_build_serve_and_answer_as_the_readme_says(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tritonclient import http as triton
 
     from modelengine.cli import build_parser
@@ -82,6 +104,7 @@ def test_push_apply_build_serve_and_answer_as_the_readme_says(world: World, tmp_
     }
     doc["spec"]["serving"] = {"cpu": True, "minReplicas": 1, "maxReplicas": 1}
 
+    operator_s3 = _record_operator_s3_reads(monkeypatch)
     operator = OperatorThread(world.cluster.kubeconfig, config)
     try:
         # 3. kubectl apply -f -
@@ -97,6 +120,14 @@ def test_push_apply_build_serve_and_answer_as_the_readme_says(world: World, tmp_
         )
         assert status["targetsReady"] == "2/2"
         assert len(world.jobs("walkthrough", resolve=True)) == 1
+        # The operator never read the model: metadata of the pushed folder (a listing) and
+        # small documents (the source record, manifests, the release record), no model bytes.
+        model_prefix = source.split(f"s3://{world.bucket}/", 1)[1]
+        assert any(op == "ListObjectsV2" and key == model_prefix for op, key in operator_s3)
+        assert not [
+            (op, key) for op, key in operator_s3 if op == "GetObject" and key.startswith(model_prefix)
+        ]
+        assert not [(op, key) for op, key in operator_s3 if op == "GetObject" and key.endswith(".onnx")]
         # 5. The CPU serving group's pod, started by the test node, turns ready.
         deployment = "walkthrough-cpu-runtime"
         wait_for(
