@@ -89,6 +89,12 @@ def build_job(
             {"name": "MODELENGINE_RESOURCE", "value": resource_json(me, generation)},
             {"name": "MODELENGINE_TARGET", "value": target_json(target)},
             {"name": "MODELENGINE_BUILD_KEY", "value": build_key},
+            # The version the key was planned with: a builder image with another refuses.
+            *(
+                [{"name": "MODELENGINE_BACKEND_VERSION", "value": version}]
+                if (version := config.backend_version(target.backend))
+                else []
+            ),
         ],
         command=list(config.builder_command),
         gpu=target.needs_gpu_node,

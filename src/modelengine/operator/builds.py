@@ -15,12 +15,11 @@ from typing import Any
 from modelengine.api.targets import ResolvedTarget
 from modelengine.errors import first_line, utc_now
 from modelengine.logs import redact
-from modelengine.operator.build_jobs import LABEL_KEY, LABEL_NAME, LABEL_TARGET, job_failure_reason, job_state
+from modelengine.operator.build_jobs import LABEL_KEY, LABEL_TARGET, job_failure_reason, job_state
 from modelengine.operator.informers import Informers
 from modelengine.operator.kube import ApiError, KubeApi
 from modelengine.operator.limiter import BuildLimiter
 from modelengine.operator.metrics import Metrics
-from modelengine.operator.names import label_value
 from modelengine.operator.workqueue import Key
 
 log = logging.getLogger("modelengine.operator")
@@ -106,23 +105,25 @@ class Builds:
         self._failures[(namespace, name)] = reason
         return reason
 
-    async def supersede(self, key: Key, uid: str | None) -> None:
-        """Delete this ModelEngine's Jobs whose keys no current plan uses any more."""
-        for (namespace, name), job in list(self._cache.jobs.items()):
+    async def supersede(self, key: Key) -> None:
+        """Delete this ModelEngine's Jobs whose keys no current plan uses any more.
+
+        Only the ModelEngine's own Jobs are looked at (the informers index them by owner):
+        at 1,500 Jobs a walk over all of them per reconcile was a third of the CPU.
+        """
+        for job_key in sorted(self._cache.jobs_by_owner.get(key, set())):
+            job = self._cache.jobs.get(job_key)
+            if job is None:
+                continue
             meta = job.get("metadata") or {}
-            if namespace != key[0] or meta.get("deletionTimestamp"):
-                continue
             labels = meta.get("labels") or {}
-            owners = [o.get("uid") for o in meta.get("ownerReferences") or []]
-            if labels.get(LABEL_NAME) != label_value(key[1]) and uid not in owners:
-                continue
-            if labels.get(LABEL_TARGET) == "resolve" or self._cache.in_use(
-                namespace, labels.get(LABEL_KEY, "")
-            ):
+            if meta.get("deletionTimestamp") or labels.get(LABEL_TARGET) == "resolve":
                 continue  # resolve Jobs are shared by every ModelEngine of a model: their TTL ends them
+            if self._cache.in_use(job_key[0], labels.get(LABEL_KEY, "")):
+                continue
             try:
-                await self._api.delete_job(namespace, name)
-                log.info("%s/%s: deleted superseded %s", *key, name)
+                await self._api.delete_job(*job_key)
+                log.info("%s/%s: deleted superseded %s", *key, job_key[1])
             except ApiError as err:
                 if err.status != 404:
                     raise

@@ -217,7 +217,7 @@ class Controller:
             for planned in plan.targets
         ]
         self.builds.record_queued(key, sum(e.phase is EnginePhase.QUEUED for e in engines))
-        await self.builds.supersede(key, meta.get("uid"))
+        await self.builds.supersede(key)
         desired = desired_status(
             engines=engines,
             skipped=plan.skipped,

@@ -31,6 +31,7 @@ class Informers:
     def __init__(self) -> None:
         self.modelengines: dict[Key, dict[str, Any]] = {}
         self.jobs: dict[Key, dict[str, Any]] = {}
+        self.jobs_by_owner: dict[Key, set[Key]] = {}  # ModelEngine → its builder Jobs
         self.deployments: dict[Key, dict[str, Any]] = {}  # the serving groups' Deployments
         self.inventory = NodeInventory()
         self._key_users: dict[tuple[str, str], set[Key]] = {}  # (namespace, build key) → users
@@ -59,10 +60,15 @@ class Informers:
         build_key = labels.get(LABEL_KEY)
         if build_key is None:
             return None
+        owner = _owner(key[0], body)
         if event_type == "DELETED":
             self.jobs.pop(key, None)
+            if owner is not None:
+                self.jobs_by_owner.get(owner, set()).discard(key)
         else:
             self.jobs[key] = slim_job(body)
+            if owner is not None:
+                self.jobs_by_owner.setdefault(owner, set()).add(key)
         users = set(self._key_users.get((key[0], build_key), set()))
         owner = labels.get(LABEL_NAME)
         if owner and (key[0], owner) in self.modelengines:
@@ -116,6 +122,14 @@ class Informers:
 
     def keys_used_by_others(self, key: Key) -> set[str]:
         return {k for other, plan in self._plans.items() if other != key for k in plan}
+
+
+def _owner(namespace: str, body: dict[str, Any]) -> Key | None:
+    """The ModelEngine a Job belongs to (its controller owner reference)."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "ModelEngine" and ref.get("name"):
+            return (namespace, str(ref["name"]))
+    return None
 
 
 def _depends_on_nodes(me: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from modelengine.api.models import API_GROUP, API_VERSION, PLURAL
 from modelengine.operator.build_jobs import LABEL_KEY, LABEL_MANAGED, MANAGED_BY
 from modelengine.operator.controller import Controller, event_ref
 from modelengine.operator.serving_objects import COMPONENT, LABEL_COMPONENT
+from modelengine.operator.slim import EventsOnlyDiffBase, check_event_only
 from modelengine.operator.webhook import WebhookService
 
 
@@ -55,6 +56,8 @@ def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None)
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
+        # Event handlers only: kopf's per-event change detection would be pure overhead.
+        settings.persistence.diffbase_storage = EventsOnlyDiffBase()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -92,6 +95,7 @@ def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None)
         controller.start()  # first event: inside kopf's context, so events can be posted
         controller.observe_node(type, dict(body))
 
+    check_event_only(registry)
     return registry
 
 
