@@ -157,21 +157,30 @@ def slim(body: Any) -> dict[str, Any]:
     """A detached, mutable copy of a kopf body (kopf's bodies are live views), minus what
     reconcile never reads."""
     copied: dict[str, Any] = json.loads(json.dumps(dict(body)))
-    meta = copied.get("metadata") or {}
+    _slim_metadata(copied.get("metadata") or {})
+    return copied
+
+
+def _slim_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     meta.pop("managedFields", None)
     annotations = meta.get("annotations")
     if isinstance(annotations, dict):
         annotations.pop(_LAST_APPLIED, None)
-    return copied
+    return meta
 
 
 def slim_job(body: Any) -> dict[str, Any]:
-    """A builder Job as reconcile reads it: identity, labels, owners, backoff, outcome."""
-    job = slim(body)
-    spec = job.get("spec") or {}
-    status = job.get("status") or {}
-    return {
-        "metadata": job.get("metadata") or {},
-        "spec": {"backoffLimit": spec["backoffLimit"]} if "backoffLimit" in spec else {},
-        "status": {k: status[k] for k in _JOB_STATUS_FIELDS if k in status},
+    """A builder Job as reconcile reads it: identity, labels, owners, backoff, outcome.
+
+    Only these parts are copied (not the pod template, not managedFields): Job events are
+    most of the operator's events, and copying whole Jobs was a large share of its CPU.
+    """
+    meta = {
+        k: v for k, v in (body.get("metadata") or {}).items() if k not in ("managedFields", "annotations")
     }
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    kept = {k: status[k] for k in _JOB_STATUS_FIELDS if k in status}
+    copied: dict[str, Any] = json.loads(json.dumps({"metadata": meta, "status": kept}))
+    copied["spec"] = {"backoffLimit": spec["backoffLimit"]} if "backoffLimit" in spec else {}
+    return copied
