@@ -366,8 +366,11 @@ class OperatorThread:
                 namespace="default",
                 name="modelengine-operator",
                 identity=lease_identity,
-                duration_seconds=3,
-                renew_seconds=0.3,
+                # Long enough that a leader starved by the builds running on 2 loaded cores
+                # keeps its Lease (3 s expired under CI load); failover in the tests comes
+                # from a stopping leader releasing it, not from expiry.
+                duration_seconds=15,
+                renew_seconds=1.0,
             )
         self.controller = Controller(
             config=config,
