@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, NoReturn
+from typing import Any
 
 from modelengine.api.models import (
     API_GROUP,
@@ -36,10 +36,7 @@ from modelengine.api.models import (
 )
 from modelengine.api.targets import GpuKind
 from modelengine.api.validation import (
-    SpecError,
-    cluster_source_problems,
     effective_backend,
-    parse_modelengine,
 )
 from modelengine.errors import first_line
 from modelengine.logs import redact
@@ -47,6 +44,7 @@ from modelengine.operator.builds import Builds
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.engines import EngineStates, refused
 from modelengine.operator.informers import Informers, key_of
+from modelengine.operator.inputs import Inputs
 from modelengine.operator.kube import ApiError, KubeApi
 from modelengine.operator.leader import LeaseElector
 from modelengine.operator.limiter import BuildLimiter
@@ -58,12 +56,11 @@ from modelengine.operator.retention import Retention
 from modelengine.operator.rollouts import Rollouts
 from modelengine.operator.serving import ServingSync
 from modelengine.operator.serving_groups import GroupPlan
-from modelengine.operator.sources import ModelSources, SourceError
+from modelengine.operator.sources import ModelSources
 from modelengine.operator.status import desired_status, parse_status, with_serving
 from modelengine.operator.status_writer import EventPoster, StatusWriter
 from modelengine.operator.storage import StoreProvider
 from modelengine.operator.workqueue import Key, WorkQueue
-from modelengine.store.base import ObjectStore, StoreError
 
 log = logging.getLogger("modelengine.operator")
 
@@ -109,6 +106,7 @@ class Controller:
         self.sources = ModelSources(
             api=api, stores=stores, cache=self.cache, builds=self.builds, config=config
         )
+        self.inputs = Inputs(status=self.status, cache=self.cache, sources=self.sources, stores=stores)
         self.serving = ServingSync(api=api, config=config, cache=self.cache)
         self.rollouts = Rollouts(api=api, cache=self.cache)
         self._workers: list[asyncio.Task[None]] = []
@@ -201,12 +199,12 @@ class Controller:
             return
         generation = meta.get("generation")
         current = parse_status(body.get("status"))
-        me = await self._parse(key, body, generation)
+        me = await self.inputs.parse(key, body, generation)
         if me is None:
             return
         await self.retention.ensure_finalizer(key, body, me.spec.retention_policy)
-        store = await self._store(key, body, me, generation)
-        digest = await self._model_digest(key, body, me, generation, store)
+        store = await self.inputs.store(key, body, me, generation)
+        digest = await self.inputs.model_digest(key, body, me, generation, store)
         if digest is None:
             return  # resolving the source, or failed to: status says which
         plan = self._plan(me, digest, current.engines)
@@ -234,58 +232,8 @@ class Controller:
         if desired.phase is Phase.READY and released != (Phase.READY, generation, desired.engines):
             await publish_release(me, generation, plan, store, manifest=self.engines.manifest)
         await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
-        self._report_refused(key, body, [e.reason or "" for e in engines if refused(e)])
+        self.inputs.report_refused(key, body, [e.reason or "" for e in engines if refused(e)])
         await self._serve(key, body, me, desired.phase, groups)
-
-    async def _parse(self, key: Key, body: dict[str, Any], generation: int | None) -> ModelEngine | None:
-        """The spec as the API models read it; an invalid one is reported in status."""
-        try:
-            me = parse_modelengine(
-                {
-                    "apiVersion": body.get("apiVersion"),
-                    "kind": body.get("kind"),
-                    "metadata": {"name": key[1], "namespace": key[0]},
-                    "spec": body.get("spec"),
-                }
-            )
-            # Admission refuses these too (CEL); an older CRD may not have, so say it here.
-            problems = cluster_source_problems(me.spec)
-            if problems:
-                raise SpecError(problems)
-            return me
-        except SpecError as err:
-            await self._write_no_engines(key, body, generation, None, problems=err.problems)
-            self.cache.set_plan(key, set())
-            return None
-
-    async def _model_digest(
-        self, key: Key, body: dict[str, Any], me: ModelEngine, generation: int | None, store: ObjectStore
-    ) -> str | None:
-        """The model's digest from its source record; None while a resolve Job works on it."""
-        source = me.spec.model.source
-        try:
-            resolution = await self.sources.resolve(key, body, me, store)
-        except SourceError as err:
-            await self._fail(key, body, generation, None, f"spec.model.source {source}: {err}")
-        except (StoreError, OSError) as err:
-            await self._fail(
-                key, body, generation, None, f"spec.model.source {source}: {redact(first_line(err))}"
-            )
-        if resolution.digest is not None:
-            return resolution.digest
-        self.cache.set_plan(key, {resolution.resolve_key} if resolution.resolve_key else set())
-        await self._write_no_engines(
-            key,
-            body,
-            generation,
-            None,
-            waiting=resolution.waiting,
-            error=f"spec.model.source {source}: {resolution.failed}" if resolution.failed else None,
-            error_reason="ResolveFailed",
-        )
-        if resolution.failed and resolution.failed.startswith("the API server refused"):
-            self._report_refused(key, body, [resolution.failed])
-        return None
 
     def _plan(self, me: ModelEngine, digest: str, previous: list[Any]) -> Plan:
         backends = {effective_backend(me.spec, t) for t in me.spec.targets}
@@ -297,44 +245,6 @@ class Controller:
             versions={b: self.config.backend_version(b) for b in backends},
             previous_engines=previous,
         )
-
-    async def _store(
-        self, key: Key, body: dict[str, Any], me: ModelEngine, generation: int | None
-    ) -> ObjectStore:
-        try:
-            return await self.stores.store_for(key[0], me.spec.storage)
-        except StoreError as err:
-            await self._fail(key, body, generation, None, f"spec.storage: {redact(first_line(err))}")
-
-    async def _fail(
-        self, key: Key, body: dict[str, Any], generation: int | None, digest: str | None, message: str
-    ) -> NoReturn:
-        """Report a problem that leaves no engine knowable (store, model) in status, then retry later."""
-        await self._write_no_engines(key, body, generation, digest, error=message)
-        raise StoreError(message) from None
-
-    async def _write_no_engines(
-        self, key: Key, body: dict[str, Any], generation: int | None, digest: str | None, **why: Any
-    ) -> None:
-        """Write the status of a ModelEngine that has no engines to show (`why`: see desired_status)."""
-        desired = desired_status(
-            engines=[],
-            skipped=[],
-            orphaned=[],
-            generation=generation,
-            model_digest=digest,
-            current=parse_status(body.get("status")),
-            **why,
-        )
-        await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
-
-    def _report_refused(self, key: Key, body: dict[str, Any], reasons: list[str]) -> None:
-        """Objects the API server refused: an Event each, then a retry with backoff (never silent)."""
-        if not reasons:
-            return
-        for reason in reasons:
-            self.status.post_event(body, "Warning", "CreateRefused", reason[:1000])
-        raise ApiError(422, "; ".join(reasons))
 
     async def _serve(
         self, key: Key, body: dict[str, Any], me: ModelEngine, phase: Phase, groups: GroupPlan | None
