@@ -99,11 +99,12 @@ def test_lists_are_read_in_pages_and_transformed_as_they_arrive(cluster: FakeClu
 
     old_page, kube.LIST_PAGE = kube.LIST_PAGE, 3
     try:
-        jobs = asyncio.run(api.list_jobs("default", "app=t", transform=slim))
+        jobs, version = asyncio.run(api.list_jobs("default", "app=t", transform=slim))
     finally:
         kube.LIST_PAGE = old_page
         api.close()
     assert [j["metadata"]["name"] for j in jobs] == [f"page-{i}" for i in range(7)] == seen
+    assert version.isdigit(), version  # where a watch of the same Jobs resumes
     lists = [
         r for r in cluster.requests() if r.headers.get("User-Agent") == AGENT and r.method.value == "GET"
     ]

@@ -94,7 +94,8 @@ def register(subparsers: Any) -> None:
     hook = p.add_argument_group("sidecar injection webhook (pods annotated modelengine.io/inject)")
     hook.add_argument("--webhook-port", type=int, default=9443, help="HTTPS port of the webhook (0: off)")
     hook.add_argument(
-        "--webhook-namespace", help="namespace of its Service and Secret (default: $POD_NAMESPACE; neither: off)"
+        "--webhook-namespace",
+        help="namespace of its Service and Secret (default: $POD_NAMESPACE; neither: off)",
     )
     hook.add_argument("--webhook-service", default="modelengine-webhook", help="the webhook Service's name")
     hook.add_argument(

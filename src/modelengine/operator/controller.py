@@ -40,11 +40,13 @@ from modelengine.api.validation import (
 )
 from modelengine.errors import first_line
 from modelengine.logs import redact
+from modelengine.operator.build_jobs import LABEL_KEY
 from modelengine.operator.builds import Builds
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.engines import EngineStates, refused
 from modelengine.operator.informers import Informers, key_of
 from modelengine.operator.inputs import Inputs
+from modelengine.operator.job_watch import JobWatch
 from modelengine.operator.kube import ApiError, KubeApi
 from modelengine.operator.leader import LeaseElector
 from modelengine.operator.limiter import BuildLimiter
@@ -166,10 +168,19 @@ class Controller:
         self._workers.append(asyncio.create_task(self._prime_and_work(), name="modelengine-worker-0"))
 
     async def _prime_and_work(self) -> None:
+        jobs = JobWatch(
+            api=self.api,
+            namespaces=self.namespaces,
+            label_selector=LABEL_KEY,
+            observe=self.observe_job,
+            known=lambda: self.cache.jobs,
+            retry_seconds=self.config.retry_seconds,
+        )
+        self._workers.append(asyncio.create_task(jobs.run(), name="modelengine-job-watch"))
+        await jobs.synced.wait()
         await prime(
             api=self.api,
             namespaces=self.namespaces,
-            on_job=self.observe_job,
             on_node=self.cache.observe_node,
             on_deployment=self.cache.observe_deployment,
             retry_seconds=self.config.retry_seconds,

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from modelengine.api.models import API_GROUP, API_VERSION, PLURAL
 
 LIST_PAGE = 250  # items per page of a LIST (a real server's default page is unlimited)
+
+
+class Listing(NamedTuple):
+    items: list[dict[str, Any]]
+    resource_version: str  # where a WATCH of the same objects resumes
 
 
 class ApiError(Exception):
@@ -58,7 +63,11 @@ class KubeApi(Protocol):
         label_selector: str,
         *,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> list[dict[str, Any]]: ...
+    ) -> Listing: ...
+
+    def watch_jobs(
+        self, namespace: str | None, label_selector: str, resource_version: str, timeout_seconds: int
+    ) -> JsonLinesStream: ...
 
     async def list_deployments(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]: ...
 
@@ -88,6 +97,30 @@ def _message(err: Exception) -> str:
         except (ValueError, AttributeError):
             return str(body)[:300]
     return (str(err).splitlines() or [type(err).__name__])[0][:300]
+
+
+class JsonLinesStream:
+    """A WATCH response read as it arrives: one JSON event per line."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        pending = b""
+        for chunk in self._response.stream(amt=None, decode_content=True):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    event: dict[str, Any] = json.loads(line)
+                    yield event
+
+    def close(self) -> None:
+        """Ends a read blocked in another thread (shutdown), then frees the connection."""
+        try:
+            self._response.shutdown()
+        finally:
+            self._response.release_conn()
 
 
 class ClientApi:
@@ -271,7 +304,7 @@ class ClientApi:
         label_selector: str,
         *,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> Listing:
         """Every matching Job, read in pages of `LIST_PAGE` (`limit` + `continue`), each item
         passed through `transform` as its page arrives: with a slimming transform, memory
         holds one page of full Jobs at a time, not the whole list (1,500 Jobs as a v1.36
@@ -289,9 +322,40 @@ class ClientApi:
             page = json.loads(raw)
             del raw
             items.extend(transform(i) if transform else i for i in page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue") or None
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or None
             if not token:
-                return items
+                # The last page's version is the list's: a consistent snapshot across pages.
+                return Listing(items, str(meta.get("resourceVersion") or ""))
+
+    def watch_jobs(
+        self, namespace: str | None, label_selector: str, resource_version: str, timeout_seconds: int
+    ) -> JsonLinesStream:
+        """Open a WATCH of Jobs from `resource_version` (blocking: call it from a thread).
+
+        `watch="true"`, not `True`: the client would send `True`, which a real server takes
+        but KMock-based fakes read as a plain LIST."""
+        from kubernetes.client.exceptions import ApiException
+
+        options: dict[str, Any] = {
+            "label_selector": label_selector,
+            "watch": "true",
+            "resource_version": resource_version,
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": timeout_seconds,
+            "_preload_content": False,
+            "_request_timeout": (30, timeout_seconds + 30),
+        }
+        try:
+            if namespace is None:
+                response = self._batch.list_job_for_all_namespaces(**options)
+            else:
+                response = self._batch.list_namespaced_job(namespace, **options)
+        except ApiException as err:
+            raise ApiError(int(err.status or 0), _message(err)) from None
+        except Exception as err:
+            raise ApiError(0, _message(err)) from None
+        return JsonLinesStream(response)
 
     async def list_deployments(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
         if namespace is None:

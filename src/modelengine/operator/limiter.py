@@ -9,6 +9,7 @@ retries them, in that order, whenever a build finishes.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 
 
 def kind_of(target_name: str) -> str:
@@ -21,20 +22,29 @@ class BuildLimiter:
         self.max_builds = max_builds
         self.max_per_kind = max_per_kind
         self._running: dict[str, str] = {}  # job name → kind
+        self._per_kind: Counter[str] = Counter()  # kind → running builds (asked per planned target)
         self._waiting: dict[tuple[str, str], int] = {}  # (namespace, name) → ticket
         self._tickets = itertools.count()
 
     def set_running(self, job: str, kind: str) -> None:
+        previous = self._running.get(job)
+        if previous is not None:
+            self._per_kind[previous] -= 1
         self._running[job] = kind
+        self._per_kind[kind] += 1
 
     def set_finished(self, job: str) -> bool:
-        return self._running.pop(job, None) is not None
+        kind = self._running.pop(job, None)
+        if kind is None:
+            return False
+        self._per_kind[kind] -= 1
+        return True
 
     def running(self) -> int:
         return len(self._running)
 
     def running_for(self, kind: str) -> int:
-        return sum(k == kind for k in self._running.values())
+        return self._per_kind[kind]
 
     def can_start(self, kind: str) -> bool:
         return len(self._running) < self.max_builds and self.running_for(kind) < self.max_per_kind

@@ -1,9 +1,10 @@
 """Priming the caches before the first reconcile: one LIST per kind of object.
 
-Workers must know the GPU kinds, the builder Jobs and the serving Deployments before
-they plan anything: otherwise `auto` would plan for no kinds, and a restarted operator
-would re-create Jobs and Deployments it has not seen yet (409s, writes on a restart that
-should make none). One list each, not a GET per object; the watches keep them current.
+Workers must know the GPU kinds and the serving Deployments before they plan anything:
+otherwise `auto` would plan for no kinds, and a restarted operator would re-create
+Deployments it has not seen yet (409s, writes on a restart that should make none). One
+list each, not a GET per object; kopf's watches keep them current. Builder Jobs are
+listed by their own informer (`job_watch`), which the controller awaits first.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from modelengine.operator.build_jobs import LABEL_KEY, LABEL_MANAGED, MANAGED_BY
-from modelengine.operator.informers import slim_job
+from modelengine.operator.build_jobs import LABEL_MANAGED, MANAGED_BY
 from modelengine.operator.kube import ApiError, KubeApi
 from modelengine.operator.serving_objects import COMPONENT, LABEL_COMPONENT
 
@@ -28,19 +28,13 @@ async def prime(
     *,
     api: KubeApi,
     namespaces: list[str],
-    on_job: Observe,
     on_node: Observe,
     on_deployment: Observe,
     retry_seconds: float,
 ) -> None:
-    """List Jobs, Nodes and serving Deployments into the caches; retried until it works."""
+    """List Nodes and serving Deployments into the caches; retried until it works."""
     while True:
         try:
-            # Each page slimmed as it arrives: 1,500 whole Jobs were 50 MB at a restart's peak.
-            scopes: list[str | None] = list(namespaces) or [None]
-            for namespace in scopes:
-                for job in await api.list_jobs(namespace, LABEL_KEY, transform=slim_job):
-                    on_job("ADDED", job)
             for node in await api.list_nodes():
                 on_node("ADDED", node)
             selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT}"
@@ -48,7 +42,7 @@ async def prime(
                 on_deployment("ADDED", deployment)
             return
         except ApiError as err:
-            log.warning("cannot list Jobs, Nodes and Deployments yet (retrying): %s", err)
+            log.warning("cannot list Nodes and Deployments yet (retrying): %s", err)
             await asyncio.sleep(retry_seconds)
 
 

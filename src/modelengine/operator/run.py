@@ -3,7 +3,7 @@
 `operate()` is what `modelengine operator` runs and what the tests and the benchmark run
 in a thread against KMock; stop it with its `stop_flag`. All handlers are kopf *event*
 handlers (stateless: no progress or diff-base annotations are written), feeding the
-controller's caches; the controller's workers start in kopf's startup handler so that
+controller's caches (builder Jobs come from the controller's own informer, `job_watch`); the controller's workers start in kopf's startup handler so that
 they share its context (event posting, settings).
 """
 
@@ -17,7 +17,7 @@ from typing import Any, cast
 import kopf
 
 from modelengine.api.models import API_GROUP, API_VERSION, PLURAL
-from modelengine.operator.build_jobs import LABEL_KEY, LABEL_MANAGED, MANAGED_BY
+from modelengine.operator.build_jobs import LABEL_MANAGED, MANAGED_BY
 from modelengine.operator.controller import Controller, event_ref
 from modelengine.operator.serving_objects import COMPONENT, LABEL_COMPONENT
 from modelengine.operator.slim import EventsOnlyDiffBase, check_event_only
@@ -73,11 +73,6 @@ def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None)
     async def modelengine_event(type: str, body: kopf.Body, **_: Any) -> None:
         controller.start()  # first event: inside kopf's context, so events can be posted
         controller.observe_modelengine(type, dict(body))
-
-    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_KEY: kopf.PRESENT}, registry=registry)
-    async def job_event(type: str, body: kopf.Body, **_: Any) -> None:
-        controller.start()  # first event: inside kopf's context, so events can be posted
-        controller.observe_job(type, dict(body))
 
     @kopf.on.event(
         "apps",
