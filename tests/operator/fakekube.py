@@ -7,13 +7,35 @@ the hooks KMock offers (`_handle`, `__call__`, the list fallback) rather than a 
 
 - `GET /api/v1/namespaces` fails in KMock's path parser (a namespace list has no name
   part); it is answered here from the namespaces the stored objects live in.
-- Object metadata a real server maintains: `uid`, `resourceVersion` (bumped on every
-  write), `creationTimestamp`, and `generation`, which starts at 1 and is bumped only when
-  `spec` changes (status and metadata writes leave it alone).
+- Object metadata a real server maintains: `uid`, `resourceVersion`, `creationTimestamp`,
+  and `generation`, which starts at 1 and is bumped only when `spec` changes (status and
+  metadata writes leave it alone). `resourceVersion` is one counter for the whole store,
+  taken when a write is committed (as KMock puts its event on the bus, under its lock), so
+  versions grow in the order watches see the writes; every write takes a new one, the
+  DELETED of an object and the `deletionTimestamp` a DELETE sets on an object with
+  finalizers included, and the stored object (the write's answer, later reads) carries it.
 - The status subresource: a PATCH to `.../status` changes only `status`; a PATCH to the
   main resource of a kind that has the subresource cannot change `status`.
 - `labelSelector` on lists (equality and existence terms), so label-filtered reads see
-  what a real server would return; `limit` + `continue` pages, in key order.
+  what a real server would return; `limit` + `continue` pages, in key order. A list's
+  `metadata.resourceVersion` is the store's version its snapshot was read at (in the same
+  critical section), and later pages carry the first page's, so a watch from it has no gap.
+- WATCH (KMock replays every object as ADDED on every watch and ignores its parameters):
+  `resourceVersion` unset, "" or "0" replays the current objects as ADDED, then streams;
+  `resourceVersion=N` replays nothing and sends exactly the events after N, from a watch
+  cache of the last `watch_history` events per resource and then live (the mark on KMock's
+  bus and the cache are read under KMock's lock, so nothing falls between or comes twice);
+  an N the cache no longer reaches answers one `ERROR` event, `410 Expired` ("too old
+  resource version: N (M)"), and ends the stream. `labelSelector` filters events, and a
+  MODIFIED object that stops (starts) matching is sent as DELETED (ADDED). The namespace of
+  the URL and a name in the path scope events. `timeoutSeconds` ends the stream cleanly
+  after that long (unset: open until the client goes). `allowWatchBookmarks` adds a
+  BOOKMARK every `bookmark_interval` seconds and one right before a timeout ends the stream,
+  at the store's version when nothing of the resource is still to be sent to that watcher.
+  Not served: `sendInitialEvents`, `fieldSelector`, a "too large resource version" wait.
+- Boolean query parameters read as a real server reads them: anything but `false`/`0` is
+  true, so `watch=True` (the `kubernetes` client's spelling) or `watch=1` is a watch (KMock
+  itself takes only `watch=true`; the request is handed to it with that spelling).
 - Validation a real v1.36 server does before storing (tests/operator/apiserver_rules.py):
   names, label keys and values, the strict OpenAPI schema of the built-in kinds the
   operator writes, the Job status condition order; a refused write answers `422 Invalid`
@@ -39,17 +61,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import contextlib
 import copy
 import datetime
 import itertools
 import json
 import uuid
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, cast
 
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import dicts, enums, rendering
+from kmock._internal import aiobus, dicts, enums, references, rendering
+from kmock._internal.k8s import KubernetesResourceNotFoundError
 
 from tests.operator import apiserver_defaults, apiserver_rules
 
@@ -102,6 +128,75 @@ def selector_matches(selector: str, labels: dict[str, str]) -> bool:
     return True
 
 
+def query_flag(value: str | None) -> bool:
+    """A boolean query parameter as a real server reads it (apimachinery's
+    `Convert_Slice_string_To_bool`): absent is false, "0" and "false" in any case are false,
+    anything else (`true`, `True`, `1`, even empty) is true."""
+    if value is None:
+        return False
+    return not (value == "0" or value.lower() == "false")
+
+
+def _labels(obj: dict[str, Any] | None) -> dict[str, str]:
+    return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
+
+
+@attrs.frozen
+class WatchEvent:
+    """One committed write of one resource, as the watch cache holds it."""
+
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    namespace: str | None
+    name: str
+    object: dict[str, Any]
+    old_labels: dict[str, str] | None  # MODIFIED: the labels before this write, where known
+
+
+@attrs.define(kw_only=True, eq=False)
+class WatchBus(aiobus.Bus[Any]):
+    """KMock's per-resource event bus, plus a real server's watch cache.
+
+    KMock puts every write's event on its resource's bus while holding the emulator's lock.
+    Here each put is committed first (`commit` stamps a fresh resourceVersion and turns the
+    raw event into a `WatchEvent`), appended to `history` (at most `limit()` events: older
+    ones are dropped and `expired_rv` remembers the newest dropped one), then streamed.
+    A watcher that takes its mark and reads `history` under that same lock therefore gets
+    every event exactly once: those up to its mark from the history, the rest live.
+    """
+
+    commit: Callable[[dict[str, Any]], WatchEvent]
+    limit: Callable[[], int]
+    history: collections.deque[WatchEvent] = attrs.field(factory=collections.deque)
+    expired_rv: int = 0  # resuming from an older version than this one answers 410
+    latest_rv: int = 0  # the version of the newest event put on this bus
+
+    async def put(self, *items: Any) -> None:
+        events = [self.commit(item) for item in items]
+        for event in events:
+            self.history.append(event)
+            self.latest_rv = event.rv
+        while len(self.history) > max(self.limit(), 0):
+            self.expired_rv = self.history.popleft().rv
+        await super().put(*events)
+
+
+class _Buses(dict[references.resource, aiobus.Bus[Any]]):
+    """KMock's `defaultdict(Bus)`, with a `WatchBus` that knows its resource."""
+
+    def __init__(self, make: Callable[[references.resource], WatchBus]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, resource: references.resource) -> aiobus.Bus[Any]:
+        bus = self[resource] = self._make(resource)
+        return bus
+
+
+async def _next_event(stream: AsyncIterator[WatchEvent]) -> WatchEvent:
+    return await anext(stream)
+
+
 class ConnectionLog:
     """Connections the server accepted, numbered, with the User-Agent each one first sent."""
 
@@ -135,23 +230,68 @@ class KubeEmulator(kmock.KubernetesEmulator):
     """KMock's Kubernetes emulator with server-maintained metadata and subresources."""
 
     history_limit: int | None = None
+    watch_history: int = 10000  # events kept per resource for watches resuming from a version
+    bookmark_interval: float = 1.0  # seconds between BOOKMARKs on watches that allow them
     log: list[rendering.Request] = attrs.field(factory=list, init=False)
     connections: ConnectionLog = attrs.field(factory=ConnectionLog, init=False)
     _rv: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _last_rv: int = attrs.field(default=0, init=False)
     _cluster_ips: Any = attrs.field(factory=lambda: itertools.count(10), init=False)
 
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._buses = _Buses(self._new_bus)
+        self._next_rv()  # an empty store is at version 1: no list ever answers "0" ("any")
+
     def _next_rv(self) -> str:
-        return str(next(self._rv))
+        """A new resourceVersion: the write that takes it is committed at it right away (under
+        KMock's lock, or synchronously on its loop), so the latest one is the store's version."""
+        self._last_rv = next(self._rv)
+        return str(self._last_rv)
+
+    def _new_bus(self, resource: references.resource) -> WatchBus:
+        return WatchBus(commit=lambda event: self._commit(resource, event), limit=lambda: self.watch_history)
+
+    def _commit(self, resource: references.resource, event: dict[str, Any]) -> WatchEvent:
+        """Stamp a write's event (called under KMock's lock as it puts the event on the bus):
+        a new resourceVersion for every write, DELETED included, as a real server's; the stored
+        object takes it too, so the write's answer and later reads agree with the event."""
+        rv = int(self._next_rv())
+        raw = dict(event.get("object") or {})
+        meta = {**(raw.get("metadata") or {}), "resourceVersion": str(rv)}
+        raw["metadata"] = meta
+        namespace, name = meta.get("namespace") or None, str(meta.get("name") or "")
+        old_labels: dict[str, str] | None = None
+        key = (resource, namespace, name)
+        if key in self.objects:
+            stored = self.objects[key]
+            history = stored.history
+            if event.get("type") == "MODIFIED" and len(history) >= 2 and history[-2] is not None:
+                old_labels = _labels(history[-2].raw)
+            stored.last["metadata"] = dict(meta)  # its own copy: the event's never changes
+        return WatchEvent(
+            rv=rv,
+            type=str(event.get("type")),
+            namespace=namespace,
+            name=name,
+            object=raw,
+            old_labels=old_labels,
+        )
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         self.connections.request(raw_request.protocol, raw_request.headers.get("User-Agent", ""))
+        watch = raw_request.query.get("watch")
+        if watch is not None and watch != "true" and query_flag(watch):
+            # KMock's parser takes only `watch=true` for a watch; a real server takes `True`
+            # (what the `kubernetes` client sends), `1`, ...: hand KMock the spelling it reads.
+            raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch="true"))
         if raw_request.path.rstrip("/") == "/api/v1/namespaces" and raw_request.method == "GET":
             await raw_request.read()
             self._requests.append(
                 rendering.Request(method="GET", url=raw_request.url, id=len(self._requests))
             )
             self.log.append(self._requests[-1])
-            if raw_request.query.get("watch") in ("true", "1"):
+            if query_flag(raw_request.query.get("watch")):
                 return await self._hold_watch(raw_request)
             return aiohttp.web.json_response(self._namespace_list())
         try:
@@ -231,7 +371,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         meta = request.data.setdefault("metadata", {})
         meta.setdefault("namespace", request.namespace) if request.namespace else None
         meta["uid"] = str(uuid.uuid4())
-        meta["resourceVersion"] = self._next_rv()
+        meta.pop("resourceVersion", None)  # given when the write is committed (`_commit`)
         meta["creationTimestamp"] = _now()
         meta.setdefault("generation", 1)
         if meta.get("generateName") and not meta.get("name"):
@@ -276,8 +416,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             causes += apiserver_rules.job_status_causes(merged.get("status") or {})
         if causes:
             return causes
-        meta = merged.setdefault("metadata", {})
-        meta["resourceVersion"] = self._next_rv()
+        meta = merged.setdefault("metadata", {})  # its resourceVersion: given at commit (`_commit`)
         meta["managedFields"] = apiserver_defaults.managed_fields(
             (current.get("metadata") or {}).get("managedFields"),
             manager=_manager(request),
@@ -297,26 +436,162 @@ class KubeEmulator(kmock.KubernetesEmulator):
             request.data.update(patch)
         return []
 
+    def _current(self, request: rendering.Request, selector: str) -> list[dict[str, Any]]:
+        """The stored objects a list or watch `request` covers (call it holding the lock)."""
+        return [
+            obj.raw
+            for (resource, namespace, name), obj in self.objects.items()
+            if resource == request.resource
+            and (request.namespace is None or namespace == request.namespace)
+            and (request.name is None or name == request.name)
+            and not obj.deleted
+            and (not selector or selector_matches(selector, _labels(obj.raw)))
+        ]
+
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
-        listing = await super()._serve_list(request)
-        selector = request.params.get("labelSelector") if request.params else None
-        assert isinstance(listing, dict)
-        if selector:
-            listing["items"] = [
-                item
-                for item in listing["items"]
-                if selector_matches(selector, item.get("metadata", {}).get("labels") or {})
-            ]
-        listing["metadata"] = {"resourceVersion": str(next(self._rv))}
-        limit = int(request.params.get("limit") or 0) if request.params else 0
+        if request.resource not in self._get_resources():
+            raise KubernetesResourceNotFoundError()
+        params = request.params or {}
+        selector = params.get("labelSelector") or ""
+        after: tuple[str, str] | None = None
+        async with self._lock:  # the snapshot and its version, as one read (a watch from it has no gap)
+            items = self._current(request, selector)
+            version = self._last_rv
+        if params.get("continue"):  # a later page: the first page's version, as a real server's
+            first, namespace, name = json.loads(base64.b64decode(params["continue"]))
+            version, after = int(first), (str(namespace), str(name))
+        api_version, kind = self._type_of(request.resource)
+        listing: dict[str, Any] = {
+            "apiVersion": api_version,
+            "kind": f"{kind}List",
+            "metadata": {"resourceVersion": str(version)},
+            "items": items,
+        }
+        limit = int(params.get("limit") or 0)
         if limit > 0:  # pages in key order, as etcd returns them; `continue` = the last key given
-            items = sorted(listing["items"], key=_store_key)
-            after = request.params.get("continue") or ""
-            if after:
-                items = [i for i in items if _store_key(i) > tuple(json.loads(base64.b64decode(after)))]
+            items = sorted(items, key=_store_key)
+            if after is not None:
+                items = [i for i in items if _store_key(i) > after]
             listing["items"] = items[:limit]
             if len(items) > limit:
-                token = json.dumps(list(_store_key(items[limit - 1]))).encode()
+                token = json.dumps([version, *_store_key(items[limit - 1])]).encode()
                 listing["metadata"]["continue"] = base64.b64encode(token).decode()
                 listing["metadata"]["remainingItemCount"] = len(items) - limit
         return listing
+
+    # ---- WATCH, as a real server's watch cache serves it ----
+
+    def _bookmark(self, resource: references.resource, rv: int) -> dict[str, Any]:
+        api_version, kind = self._type_of(resource)
+        return {
+            "type": "BOOKMARK",
+            "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": str(rv)}},
+        }
+
+    @staticmethod
+    def _watch_error(code: int, reason: str, message: str) -> dict[str, Any]:
+        status = {"status": "Failure", "message": message, "reason": reason, "code": code}
+        return {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, **status}}
+
+    @staticmethod
+    def _seen_as(request: rendering.Request, event: WatchEvent, selector: str) -> dict[str, Any] | None:
+        """What a watcher with this scope and label selector is sent for `event`, if anything.
+
+        With a selector, a MODIFIED object that stops matching is DELETED for the watcher
+        (carrying its new state), one that starts matching is ADDED, as a real server does."""
+        if request.namespace is not None and event.namespace != request.namespace:
+            return None
+        if request.name is not None and event.name != request.name:
+            return None
+        kind = event.type
+        if selector:
+            now = selector_matches(selector, _labels(event.object))
+            before = now
+            if kind == "MODIFIED" and event.old_labels is not None:
+                before = selector_matches(selector, event.old_labels)
+            if not now and not before:
+                return None
+            if kind == "MODIFIED" and now != before:
+                kind = "ADDED" if now else "DELETED"
+        return {"type": kind, "object": event.object}
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        """A watch as a real server's watch cache serves it (the module docstring lists how)."""
+        yield b""  # the headers go out now, before any event, as a real server sends them
+        assert request.resource is not None
+        resource = request.resource
+        params = request.params or {}
+        selector = params.get("labelSelector") or ""
+        since = params.get("resourceVersion") or ""
+        timeout = float(params.get("timeoutSeconds") or 0)  # 0 or unset: until the client leaves
+        bookmarks = query_flag(params.get("allowWatchBookmarks"))
+        bus = self._buses[resource]
+        assert isinstance(bus, WatchBus)
+
+        initial: list[dict[str, Any]] = []
+        failure: dict[str, Any] | None = None
+        async with self._lock:  # the mark and the history (or the snapshot) as one read
+            if since in ("", "0"):  # from now: every current object as ADDED, then what follows
+                seen = self._last_rv
+                initial = [{"type": "ADDED", "object": obj} for obj in self._current(request, selector)]
+            elif not since.isdigit():
+                seen = 0
+                failure = self._watch_error(400, "BadRequest", f"invalid resource version: {since!r}")
+            elif int(since) < bus.expired_rv:
+                seen = 0
+                message = f"too old resource version: {since} ({bus.expired_rv})"
+                failure = self._watch_error(410, "Expired", message)
+            else:  # from `since`: no replay, only the events after it, from the history then live
+                seen = max(int(since), bus.latest_rv)
+                for event in bus.history:
+                    if event.rv > int(since) and (view := self._seen_as(request, event, selector)):
+                        initial.append(view)
+            mark = await bus.mark() if failure is None else None
+        if failure is not None or mark is None:
+            yield failure
+            return
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout > 0 else None
+        next_bookmark = loop.time() + self.bookmark_interval if bookmarks else None
+        stream = bus.stream(since=mark)
+        getter: asyncio.Task[WatchEvent] | None = None
+
+        def bookmark() -> dict[str, Any]:
+            # Nothing of this resource waits to be sent: the store's version is safe to resume
+            # from; otherwise only the version of the last event this watcher was given.
+            return self._bookmark(resource, max(seen, self._last_rv) if bus.latest_rv <= seen else seen)
+
+        try:
+            for view in initial:
+                yield view
+            del initial
+            while True:
+                if getter is None:
+                    getter = asyncio.create_task(_next_event(stream))
+                if getter.done():
+                    event = getter.result()
+                    getter = None
+                    seen = max(seen, event.rv)
+                    if (view := self._seen_as(request, event, selector)) is not None:
+                        yield view
+                    continue
+                now = loop.time()
+                if deadline is not None and now >= deadline:
+                    if bookmarks:
+                        yield bookmark()  # a last resume point, right before the stream ends
+                    return  # the server's timeout: the stream ends cleanly
+                if next_bookmark is not None and now >= next_bookmark:
+                    next_bookmark = now + self.bookmark_interval
+                    yield bookmark()
+                    continue
+                wakes = [t for t in (deadline, next_bookmark) if t is not None]
+                await asyncio.wait({getter}, timeout=max(0.0, min(wakes) - now) if wakes else None)
+        finally:
+            if getter is not None:
+                getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await getter
+            with contextlib.suppress(Exception):
+                await cast(AsyncGenerator[WatchEvent, None], stream).aclose()
+            await bus.unmark(mark)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from tests.operator.fakekube import selector_matches
 from tests.operator.harness import FakeCluster, kube_client
@@ -384,3 +387,247 @@ def test_objects_carry_managed_fields_per_manager_and_subresource(cluster: FakeC
     assert 'k:{"name":"c"}' in spec_fields["f:spec"]["f:template"]["f:spec"]["f:containers"]
     assert spec_fields["f:metadata"]["f:labels"] == {"f:app": {}}
     assert "f:conditions" in entries[("test-node", "status")]["fieldsV1"]["f:status"]
+
+
+# ---- WATCH, as a real server's watch cache serves it ----
+
+
+def _labelled(name: str, labels: dict[str, str], **meta: object) -> dict[str, object]:
+    body = _me(name)
+    body["metadata"] = {"name": name, "labels": labels, **meta}
+    return body
+
+
+def _watch(custom: Any, namespace: str = "default", **params: Any) -> Any:
+    """Open a WATCH with the `kubernetes` client (which spells the flag `watch=True`)."""
+    return custom.list_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        watch=True,
+        _preload_content=False,
+        _request_timeout=(10, 30),
+        **params,
+    )
+
+
+def _events(response: Any) -> list[dict[str, Any]]:
+    """Every event of a watch stream, read line by line until the server ends it."""
+    try:
+        return [json.loads(line) for line in iter_resp_lines(response) if line.strip()]
+    finally:
+        response.release_conn()
+
+
+def _seen(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["type"], e["object"]["metadata"]["name"]) for e in events]
+
+
+def _versions(events: list[dict[str, Any]]) -> list[int]:
+    return [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+
+
+def _list_version(custom: Any) -> str:
+    listing = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)
+    return str(listing["metadata"]["resourceVersion"])
+
+
+@pytest.mark.parametrize("since", [None, "", "0"])
+def test_a_watch_without_a_version_replays_the_current_objects_then_streams(
+    cluster: FakeCluster, since: str | None
+) -> None:
+    custom = client.CustomObjectsApi(kube_client(cluster.kubeconfig))
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("a"))
+    custom.create_namespaced_custom_object(GROUP, VERSION, "team-b", PLURAL, _me("elsewhere"))
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("b"))
+    response = _watch(custom, timeout_seconds=2, **({} if since is None else {"resource_version": since}))
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("c"))
+    events = _events(response)
+    assert _seen(events) == [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "c")]
+    assert events[0]["object"]["spec"] == {"a": 1}
+
+
+def test_a_watch_from_a_lists_version_sends_exactly_the_later_events(cluster: FakeCluster) -> None:
+    custom = client.CustomObjectsApi(kube_client(cluster.kubeconfig))
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("a"))
+    since = _list_version(custom)
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("b"))
+    patched = custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "a", {"spec": {"a": 2}}
+    )
+    events = _events(_watch(custom, resource_version=since, timeout_seconds=1))
+    assert _seen(events) == [("ADDED", "b"), ("MODIFIED", "a")]
+    added, modified = _versions(events)
+    assert int(since) < added < modified == int(patched["metadata"]["resourceVersion"])
+    assert events[1]["object"]["spec"] == {"a": 2}
+    # Resuming from an event's version gives what came after it, and nothing is replayed.
+    assert _seen(_events(_watch(custom, resource_version=str(added), timeout_seconds=1))) == [
+        ("MODIFIED", "a")
+    ]
+    assert _events(_watch(custom, resource_version=str(modified), timeout_seconds=1)) == []
+
+
+def test_every_page_of_a_list_carries_the_first_pages_version(cluster: FakeCluster) -> None:
+    custom = client.CustomObjectsApi(kube_client(cluster.kubeconfig))
+    for name in ("a", "b", "c"):
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me(name))
+    first = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, limit=2)
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("d"))
+    second = custom.list_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, limit=2, _continue=first["metadata"]["continue"]
+    )
+    assert [i["metadata"]["name"] for i in first["items"] + second["items"]] == ["a", "b", "c", "d"]
+    since = first["metadata"]["resourceVersion"]
+    assert second["metadata"]["resourceVersion"] == since and "continue" not in second["metadata"]
+    # A watch from the list's version misses nothing written while it was paged.
+    assert _seen(_events(_watch(custom, resource_version=since, timeout_seconds=1))) == [("ADDED", "d")]
+
+
+def test_a_label_selected_watch_sees_objects_enter_and_leave_the_selection(cluster: FakeCluster) -> None:
+    custom = client.CustomObjectsApi(kube_client(cluster.kubeconfig))
+
+    def patch(name: str, body: dict[str, Any]) -> None:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name, body)
+
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _labelled("keep", {"app": "x"}))
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, _labelled("other", {"app": "y"})
+    )
+    replay = _events(_watch(custom, label_selector="app=x", timeout_seconds=1))
+    assert _seen(replay) == [("ADDED", "keep")]
+    since = _list_version(custom)
+    patch("keep", {"metadata": {"labels": {"app": "y"}}})  # leaves the selection
+    patch("keep", {"spec": {"a": 5}})  # outside it: not sent
+    patch("other", {"metadata": {"labels": {"app": "x"}}})  # enters it
+    patch("other", {"spec": {"a": 6}})
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "other")
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _labelled("new", {"app": "x"}))
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _labelled("nope", {"app": "z"}))
+    events = _events(_watch(custom, resource_version=since, label_selector="app=x", timeout_seconds=1))
+    assert _seen(events) == [
+        ("DELETED", "keep"),
+        ("ADDED", "other"),
+        ("MODIFIED", "other"),
+        ("DELETED", "other"),
+        ("ADDED", "new"),
+    ]
+    assert events[0]["object"]["metadata"]["labels"] == {"app": "y"}  # the new state, as a real server's
+    assert events[2]["object"]["spec"] == {"a": 6}
+    unfiltered = _events(_watch(custom, resource_version=since, timeout_seconds=1))
+    assert len(unfiltered) == 7 and _seen(unfiltered)[1] == ("MODIFIED", "keep")
+
+
+def test_a_version_older_than_the_watch_history_answers_410_expired(cluster: FakeCluster) -> None:
+    cluster.inject(lambda k: setattr(k, "watch_history", 2))
+    custom = client.CustomObjectsApi(kube_client(cluster.kubeconfig))
+    since = _list_version(custom)
+    created = [
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, _me(n), _preload_content=False
+        )
+        for n in "abc"
+    ]
+    first = json.loads(created[0].data)["metadata"]["resourceVersion"]
+    # No timeoutSeconds: the server ends the stream itself after the error.
+    assert _events(_watch(custom, resource_version=since)) == [
+        {
+            "type": "ERROR",
+            "object": {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": f"too old resource version: {since} ({first})",
+                "reason": "Expired",
+                "code": 410,
+            },
+        }
+    ]
+    # The history still holds everything after the first create: that resumes exactly.
+    resumed = _events(_watch(custom, resource_version=first, timeout_seconds=1))
+    assert _seen(resumed) == [("ADDED", "b"), ("ADDED", "c")]
+
+
+def test_timeout_seconds_ends_the_watch_cleanly(cluster: FakeCluster) -> None:
+    custom = client.CustomObjectsApi(kube_client(cluster.kubeconfig))
+    since = _list_version(custom)
+    started = time.monotonic()
+    events = _events(_watch(custom, resource_version=since, timeout_seconds=1))  # a broken stream raises
+    elapsed = time.monotonic() - started
+    assert events == [] and 0.9 <= elapsed < 10
+
+
+def test_bookmarks_arrive_when_allowed_and_carry_the_stores_version(cluster: FakeCluster) -> None:
+    cluster.inject(lambda k: setattr(k, "bookmark_interval", 0.2))
+    api = kube_client(cluster.kubeconfig)
+    custom = client.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("a"))
+    since = _list_version(custom)
+    assert _events(_watch(custom, resource_version=since, timeout_seconds=1)) == []  # not asked: none
+    response = _watch(custom, resource_version=since, allow_watch_bookmarks=True, timeout_seconds=2)
+    secret = client.CoreV1Api(api).create_namespaced_secret("default", {"metadata": {"name": "s"}})
+    events = _events(response)
+    assert len(events) >= 2 and {e["type"] for e in events} == {"BOOKMARK"}
+    assert all(
+        e["object"]
+        == {"kind": "ModelEngine", "apiVersion": f"{GROUP}/{VERSION}", "metadata": e["object"]["metadata"]}
+        for e in events
+    )
+    versions = _versions(events)
+    assert versions == sorted(versions) and versions[0] >= int(since)
+    # The last one, right before the timeout, is at the store's version (another kind's write):
+    # a quiet resource's watch resumes from there, with nothing to send and no 410.
+    assert versions[-1] == int(secret.metadata.resource_version) > int(since)
+    assert _events(_watch(custom, resource_version=str(versions[-1]), timeout_seconds=1)) == []
+
+
+def test_deletes_take_a_new_version(cluster: FakeCluster) -> None:
+    custom = client.CustomObjectsApi(kube_client(cluster.kubeconfig))
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("a"))
+    patched = custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "a", {"spec": {"a": 2}}
+    )
+    held = _labelled("b", {"app": "x"}, finalizers=["example.com/hold"])
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, held)
+    since = _list_version(custom)
+    answer = custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "a")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "b")  # marked only
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "b", {"metadata": {"finalizers": []}}
+    )
+    events = _events(_watch(custom, resource_version=since, timeout_seconds=1))
+    assert _seen(events) == [("DELETED", "a"), ("MODIFIED", "b"), ("MODIFIED", "b"), ("DELETED", "b")]
+    versions = _versions(events)
+    assert int(patched["metadata"]["resourceVersion"]) < int(since) < versions[0]
+    assert versions == sorted(set(versions))  # every write, each delete included, a newer version
+    assert answer["metadata"]["resourceVersion"] == str(versions[0])  # the delete's answer agrees
+    assert events[1]["object"]["metadata"]["deletionTimestamp"]
+    assert cluster.get(PLURAL, "default", "b") is None
+    # Resuming from the DELETED's version is past it: nothing is sent again.
+    assert _events(_watch(custom, resource_version=str(versions[-1]), timeout_seconds=1)) == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "watches"), [("true", True), ("True", True), ("1", True), ("false", False), ("0", False)]
+)
+def test_the_watch_flag_is_read_as_a_real_server_reads_it(
+    cluster: FakeCluster, flag: str, watches: bool
+) -> None:
+    api = kube_client(cluster.kubeconfig)
+    client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("a"))
+    url = f"{api.configuration.host}/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
+    response = api.request(
+        "GET",
+        url,
+        query_params=[("watch", flag), ("timeoutSeconds", "1")],
+        _preload_content=False,
+        _request_timeout=(10, 30),
+    )
+    if watches:
+        assert _seen(_events(response)) == [("ADDED", "a")]
+    else:
+        listing = json.loads(response.data)
+        assert listing["kind"] == "ModelEngineList" and [i["metadata"]["name"] for i in listing["items"]] == [
+            "a"
+        ]
