@@ -77,6 +77,7 @@ class JobWatch:
         observe: Observe,
         known: Callable[[], dict[Key, dict[str, Any]]],
         retry_seconds: float = 2.0,
+        timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
     ) -> None:
         self.api = api
         self.scopes: list[str | None] = list(namespaces) or [None]
@@ -84,6 +85,7 @@ class JobWatch:
         self.observe = observe
         self.known = known
         self.retry_seconds = retry_seconds
+        self.timeout_seconds = timeout_seconds
         self.synced = asyncio.Event()  # every scope listed once
         self._stopped = threading.Event()
         self._open: set[WatchStream] = set()
@@ -127,6 +129,9 @@ class JobWatch:
             except ApiError as err:
                 log.warning("Job watch of %s failed (retrying): %s", scope or "all namespaces", err)
                 await asyncio.sleep(self.retry_seconds)
+            except Exception as err:  # a bug must not end the watch for good: say so, go on
+                log.error("Job watch of %s broke (retrying): %s", scope or "all namespaces", first_line(err))
+                await asyncio.sleep(self.retry_seconds)
 
     async def _list(self, scope: str | None) -> str:
         listing = await self.api.list_jobs(scope, self.label_selector, transform=slim_job)
@@ -166,7 +171,7 @@ class JobWatch:
 
     def _pump(self, scope: str | None, version: str, loop: asyncio.AbstractEventLoop) -> None:
         """Runs in the watch thread: read, slim and hand over events in order."""
-        stream = self.api.watch_jobs(scope, self.label_selector, version, WATCH_TIMEOUT_SECONDS)
+        stream = self.api.watch_jobs(scope, self.label_selector, version, self.timeout_seconds)
         with self._lock:
             self._open.add(stream)
         try:

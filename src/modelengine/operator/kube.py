@@ -17,6 +17,7 @@ everything (tests/operator/test_kube_connections.py counts them on the server si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -116,11 +117,14 @@ class JsonLinesStream:
                     yield event
 
     def close(self) -> None:
-        """Ends a read blocked in another thread (shutdown), then frees the connection."""
-        try:
+        """End the stream. Still streaming (a stop, another thread blocked in a read): shut
+        the socket down, which ends that read, and close the connection rather than pool
+        it. Ended by the server: urllib3 has already put the connection back."""
+        if self._response.connection is None:
+            return
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
             self._response.shutdown()
-        finally:
-            self._response.release_conn()
+        self._response.close()
 
 
 class ClientApi:
