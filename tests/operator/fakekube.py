@@ -50,7 +50,10 @@ the hooks KMock offers (`_handle`, `__call__`, the list fallback) rather than a 
 Fault injection (409 / 500 / slow answers) needs nothing new: KMock's DSL does it, e.g.
 `server['post /apis/batch/v1/namespaces/default/jobs'][:2] << 500`.
 
-Scale: KMock decides which reaction answers a request by replaying its filters over every
+Scale: a create, read, patch or delete finds its object by key (KMock scans every stored
+object of every kind per request, so a client facing a fuller server looked slower than
+it was; a real server reads one key). KMock decides which reaction answers a request by
+replaying its filters over every
 request it has seen, so each request costs O(requests so far). For the scale benchmark
 (tens of thousands of requests) `history_limit` keeps only the latest requests in KMock's
 own history; `log` keeps all of them for counting. Slice-based injections (`[:2]`) count
@@ -74,8 +77,8 @@ from typing import Any, cast
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import aiobus, dicts, enums, references, rendering
-from kmock._internal.k8s import KubernetesResourceNotFoundError
+from kmock._internal import aiobus, dicts, enums, k8s_dicts, references, rendering
+from kmock._internal.k8s import KubernetesObjectNotFoundError, KubernetesResourceNotFoundError
 
 from tests.operator import apiserver_defaults, apiserver_rules
 
@@ -435,6 +438,44 @@ class KubeEmulator(kmock.KubernetesEmulator):
             request.data.clear()
             request.data.update(patch)
         return []
+
+    # KMock answers a create, read, patch or delete by scanning every stored object of every
+    # kind for the one the request names, so each request costs O(all objects) and a client
+    # facing a fuller server looks slower than it is. A real server reads one key; so do these.
+
+    def _named(self, request: rendering.Request) -> k8s_dicts.Object | None:
+        """The stored object a request names (a create names it in its body), or None."""
+        namespace, name = request.namespace, request.name
+        if request.action == enums.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.get("metadata") or {}
+            namespace, name = namespace or meta.get("namespace"), name or meta.get("name")
+        key: Any = (request.resource, namespace, name)
+        return self.objects[key] if key in self.objects else None  # noqa: SIM401 - ObjectsArray has no get()
+
+    async def _serve_fetch(self, request: rendering.Request) -> rendering.Payload:
+        async with self._lock:
+            obj = self._named(request)
+        if obj is None or obj.deleted:
+            raise KubernetesObjectNotFoundError()
+        return obj.raw
+
+    async def _serve_create(self, request: rendering.Request) -> rendering.Payload:
+        async with self._lock:
+            obj = self._named(request)
+        assert obj is not None  # stored by KMock's `_handle` before any answer is rendered
+        return obj.raw
+
+    async def _serve_update(self, request: rendering.Request) -> rendering.Payload:
+        async with self._lock:
+            obj = self._named(request)
+        assert obj is not None
+        return obj.last.raw
+
+    async def _serve_delete(self, request: rendering.Request) -> rendering.Payload:
+        async with self._lock:
+            obj = self._named(request)
+        assert obj is not None
+        return obj.last.raw
 
     def _current(self, request: rendering.Request, selector: str) -> list[dict[str, Any]]:
         """The stored objects a list or watch `request` covers (call it holding the lock)."""
