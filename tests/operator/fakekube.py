@@ -53,11 +53,11 @@ Fault injection (409 / 500 / slow answers) needs nothing new: KMock's DSL does i
 Scale: a create, read, patch or delete finds its object by key (KMock scans every stored
 object of every kind per request, so a client facing a fuller server looked slower than
 it was; a real server reads one key). KMock decides which reaction answers a request by
-replaying its filters over every
-request it has seen, so each request costs O(requests so far). For the scale benchmark
-(tens of thousands of requests) `history_limit` keeps only the latest requests in KMock's
-own history; `log` keeps all of them for counting. Slice-based injections (`[:2]`) count
-within that window, so tests that inject leave the limit off.
+replaying its filters over every request it has seen, so each request costs O(requests so
+far). For the scale benchmark (tens of thousands of requests) `history_limit` keeps only
+the latest requests in KMock's own history; `log` keeps all of them for counting.
+Slice-based injections (`[:2]`) count within that window, so tests that inject leave the
+limit off.
 """
 
 from __future__ import annotations
