@@ -11,7 +11,8 @@ throwaway CA, in this process), holding N ModelEngines in namespace `bench-base`
 `bench-ours`. Against it, one after the other, each as its own process (so RSS and CPU are
 its own) and each watching its own namespace:
 
-1. the baseline: a minimal kopf operator (`on.create` → the same 3 Jobs, the same
+1. the baseline: a minimal kopf operator (`on.create` → the same 3 Jobs, rendered by our
+   own `build_jobs` so the server validates and stores Jobs of one shape for both, the same
    `kubernetes` client, responses released); then
 2. ours: `modelengine operator`, run second, so it is the one facing a server that
    already holds the baseline's 3N Jobs (the fake server's cost grows with its objects).
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -64,13 +66,15 @@ EXPORT_DIGEST = hashlib.sha256(b"bench-export").hexdigest()
 ENGINE_BYTES = b"engine-bytes"
 
 BASELINE_SOURCE = '''
-"""Minimal kopf operator: on create, the same three Jobs; nothing else."""
-import kopf, kubernetes
+"""Minimal kopf operator: on create, the three Jobs ours would create; nothing else."""
+import copy, json, os, kopf, kubernetes
 
 kubernetes.config.load_kube_config()
 api = kubernetes.client.ApiClient()
 api.user_agent = "baseline-operator"
 batch = kubernetes.client.BatchV1Api(api)
+with open(os.environ["BASELINE_JOBS"]) as f:
+    TEMPLATES = json.load(f)
 
 
 @kopf.on.startup()
@@ -79,16 +83,50 @@ def startup(settings, **_):
 
 
 @kopf.on.create("modelengine.io", "v1alpha1", "modelengines")
-def create(name, namespace, **_):
-    for cc in ("8.0", "8.9", "8.6"):
-        job = {"apiVersion": "batch/v1", "kind": "Job",
-               "metadata": {"name": f"{name}-cc{cc.replace('.', '-')}", "namespace": namespace},
-               "spec": {"template": {"spec": {"restartPolicy": "Never",
-                        "containers": [{"name": "b", "image": "builder:1", "command": ["modelengine", "builder"]}]}}}}
+def create(name, namespace, uid, **_):
+    for i, template in enumerate(TEMPLATES):
+        job = copy.deepcopy(template)
+        job["metadata"].update(name=f"{name}-{i}", namespace=namespace)
+        job["metadata"]["ownerReferences"][0].update(name=name, uid=uid)
         response = batch.create_namespaced_job(namespace, job, _preload_content=False)
         response.data
         response.release_conn()
 '''
+
+
+def baseline_jobs(store: Path) -> list[dict[str, Any]]:
+    """The Jobs our operator creates for one ModelEngine, as the baseline's templates: both
+    operators make the server validate and store Jobs of the same shape and size."""
+    from modelengine.api.models import BackendName
+    from modelengine.api.targets import GpuKind
+    from modelengine.api.validation import parse_modelengine
+    from modelengine.operator.build_jobs import build_job
+    from modelengine.operator.config import OperatorConfig
+    from modelengine.operator.plan import make_plan
+
+    doc = modelengine(0, BASE_NS, store)
+    me = parse_modelengine(doc, source="benchmark")
+    config = OperatorConfig()
+    plan = make_plan(
+        me.spec,
+        gpu_kinds=[GpuKind(product=p, compute_capability=cc) for p, cc in KINDS],
+        products=dict(KINDS),
+        model_digest=MODEL_DIGEST,
+        versions={BackendName.TENSORRT_RTX: RTX_VERSION},
+        previous_engines=[],
+    )
+    return [
+        build_job(
+            me=me,
+            uid=doc["metadata"]["uid"],
+            generation=1,
+            target=planned.target,
+            build_key=planned.build_key,
+            config=config,
+        )
+        for planned in plan.targets
+    ]
+
 
 
 def modelengine(i: int, namespace: str, store: Path, name: str | None = None) -> dict[str, Any]:
@@ -315,6 +353,9 @@ def quiet_for(bench: Bench, agents: tuple[str, ...], seconds: float, timeout: fl
 def run_baseline(bench: Bench, n: int) -> dict[str, float]:
     script = bench.tmp / "baseline.py"
     script.write_text(BASELINE_SOURCE)
+    templates = bench.tmp / "baseline-jobs.json"
+    templates.write_text(json.dumps(baseline_jobs(bench.tmp / "store")))
+    bench.env["BASELINE_JOBS"] = str(templates)
     agents = (BASELINE_AGENT, KOPF_AGENT)
     mark, conn_mark = len(bench.cluster.requests()), bench.cluster.connections.opened
     t0 = time.perf_counter()
