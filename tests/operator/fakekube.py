@@ -14,6 +14,9 @@ the hooks KMock offers (`_handle`, `__call__`, the list fallback) rather than a 
   versions grow in the order watches see the writes; every write takes a new one, the
   DELETED of an object and the `deletionTimestamp` a DELETE sets on an object with
   finalizers included, and the stored object (the write's answer, later reads) carries it.
+- Optimistic concurrency: a PATCH/PUT whose `metadata.resourceVersion` is not the stored
+  one answers 409 Conflict with a real server's message and writes nothing (checked before
+  KMock takes its lock: two writes to one object racing inside that gap both pass).
 - The status subresource: a PATCH to `.../status` changes only `status`; a PATCH to the
   main resource of a kind that has the subresource cannot change `status`.
 - `labelSelector` on lists (equality and existence terms), so label-filtered reads see
@@ -338,10 +341,42 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
                 causes = self._stamp_create(request)
             elif request.action == enums.action.UPDATE and request.name is not None:
+                stale = self._stale_precondition(request)
+                if stale is not None:
+                    return stale
                 causes = self._stamp_update(request)
         if causes:
             return self._refuse(request, causes)
         return await super()._handle(request)
+
+    def _stale_precondition(self, request: rendering.Request) -> aiohttp.web.Response | None:
+        """A write carrying `metadata.resourceVersion` other than the stored one: 409 Conflict,
+        nothing written (optimistic concurrency: how a Lease or a Secret has one winner)."""
+        assert request.resource is not None
+        data = request.data if isinstance(request.data, dict) else {}
+        wanted = (data.get("metadata") or {}).get("resourceVersion")
+        key: Any = (request.resource, request.namespace, request.name)
+        if not wanted or key not in self.objects or self.objects[key].deleted:
+            return None
+        if str(wanted) == str((self.objects[key].raw.get("metadata") or {}).get("resourceVersion")):
+            return None
+        group = request.resource.group
+        what = f"{request.resource.plural}.{group}" if group else str(request.resource.plural)
+        message = (
+            f'Operation cannot be fulfilled on {what} "{request.name}": the object has been '
+            "modified; please apply your changes to the latest version and try again"
+        )
+        body = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": "Conflict",
+            "details": {"name": request.name, "group": group, "kind": str(request.resource.plural)},
+            "code": 409,
+        }
+        return aiohttp.web.json_response(body, status=409)
 
     def _type_of(self, resource: Any) -> tuple[str, str]:
         """(apiVersion, kind) of a resource, as a real server writes them into every object."""

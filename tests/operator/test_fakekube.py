@@ -631,3 +631,26 @@ def test_the_watch_flag_is_read_as_a_real_server_reads_it(
         assert listing["kind"] == "ModelEngineList" and [i["metadata"]["name"] for i in listing["items"]] == [
             "a"
         ]
+
+
+def test_a_write_carrying_a_stale_resource_version_is_a_conflict(cluster: FakeCluster) -> None:
+    custom = client.CustomObjectsApi(kube_client(cluster.kubeconfig))
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("a"))
+
+    def stored() -> dict[str, Any]:
+        return cluster.get(PLURAL, "default", "a") or {}
+
+    read_at = stored()["metadata"]["resourceVersion"]
+    custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "a", {"spec": {"a": 2}})
+    stale = {"metadata": {"resourceVersion": read_at}, "spec": {"a": 3}}
+    with pytest.raises(ApiException) as refused:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "a", stale)
+    assert refused.value.status == 409
+    status = json.loads(refused.value.body)
+    assert status["reason"] == "Conflict"
+    assert "the object has been modified" in status["message"]
+    assert stored()["spec"]["a"] == 2  # nothing written
+    current = stored()["metadata"]["resourceVersion"]
+    fresh = {"metadata": {"resourceVersion": current}, "spec": {"a": 4}}
+    custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "a", fresh)
+    assert stored()["spec"]["a"] == 4 and stored()["metadata"]["resourceVersion"] != current
