@@ -46,6 +46,14 @@ the hooks KMock offers (`_handle`, `__call__`, the list fallback) rather than a 
 - What a real server stores (tests/operator/apiserver_defaults.py): empty lists and maps
   dropped, the built-in kinds' defaults filled, Jobs' generated selector and `job-name`
   labels, new Nodes tainted `node.kubernetes.io/not-ready` as the node controller does.
+- Authorization, as a real server's RBAC authorizer does it (tests/operator/rbac.py): a
+  request whose `Authorization: Bearer` token is one of `users` (token → user name, e.g.
+  `system:serviceaccount:NS:SA`) is decided by `authorizer`'s Roles, ClusterRoles and
+  bindings (e.g. a rendered chart's) before anything else reads it: lists, watches,
+  writes, subresources and the pod proxy alike. A denied request answers `403 Forbidden`
+  with the real Status body and message, stores and streams nothing, and is kept in
+  `denied` (not in `log`). Requests without a registered token (the tests' own clients)
+  stay admin, as if made with the cluster's admin credentials.
 - Connections: `connections` maps each TCP/TLS connection the server accepted (numbered
   by the harness's server) to the User-Agent of its first request, so a test can count
   how many connections a client opened.
@@ -83,7 +91,7 @@ import kmock
 from kmock._internal import aiobus, dicts, enums, k8s_dicts, references, rendering
 from kmock._internal.k8s import KubernetesObjectNotFoundError, KubernetesResourceNotFoundError
 
-from tests.operator import apiserver_defaults, apiserver_rules
+from tests.operator import apiserver_defaults, apiserver_rules, rbac
 
 # Kinds whose `status` is a subresource on a real server (plural names).
 STATUS_SUBRESOURCE_PLURALS = frozenset(
@@ -239,6 +247,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
     watch_history: int = 10000  # events kept per resource for watches resuming from a version
     bookmark_interval: float = 1.0  # seconds between BOOKMARKs on watches that allow them
     log: list[rendering.Request] = attrs.field(factory=list, init=False)
+    users: dict[str, str] = attrs.field(factory=dict)  # bearer token → user name (authorized by RBAC)
+    authorizer: rbac.Authorizer = attrs.field(factory=rbac.Authorizer)
+    denied: list[rbac.Attributes] = attrs.field(factory=list, init=False)  # requests answered 403
     connections: ConnectionLog = attrs.field(factory=ConnectionLog, init=False)
     _rv: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
     _last_rv: int = attrs.field(default=0, init=False)
@@ -286,6 +297,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         self.connections.request(raw_request.protocol, raw_request.headers.get("User-Agent", ""))
+        forbidden = await self._authorize(raw_request)
+        if forbidden is not None:
+            return forbidden
         watch = raw_request.query.get("watch")
         if watch is not None and watch != "true" and query_flag(watch):
             # KMock's parser takes only `watch=true` for a watch; a real server takes `True`
@@ -305,6 +319,26 @@ class KubeEmulator(kmock.KubernetesEmulator):
         finally:
             if self.history_limit is not None and len(self._requests) > 2 * self.history_limit:
                 del self._requests[: -self.history_limit]
+
+    async def _authorize(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.Response | None:
+        """A `403` for a request of a known user that RBAC does not allow; None to serve it.
+
+        Decided from the raw request, as a real server's filters do before any handler: the
+        watch, the namespace list answered here and the pod proxy (a KMock reaction, see
+        `FakeCluster.route_pod_proxy`) are all behind it, and a denied write stores nothing."""
+        scheme, _, token = (raw_request.headers.get("Authorization") or "").partition(" ")
+        name = self.users.get(token.strip()) if scheme.lower() == "bearer" else None
+        if name is None:
+            return None  # no token the server knows: the tests' own (admin) clients
+        attributes = rbac.request_attributes(
+            rbac.user_named(name), raw_request.method, raw_request.path, raw_request.query
+        )
+        decision = self.authorizer.authorize(attributes)
+        if decision.allowed:
+            return None
+        await raw_request.read()
+        self.denied.append(attributes)
+        return aiohttp.web.json_response(rbac.forbidden_status(attributes, decision.reason), status=403)
 
     def _namespace_list(self) -> dict[str, Any]:
         names = {"default"}

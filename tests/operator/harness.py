@@ -16,7 +16,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -205,9 +206,12 @@ class FakeCluster:
         self.kmock: KubeEmulator
         self._server: kmock.Server
         self.url = self.runner.call(self._start())
-        self.kubeconfig = tmp / "kubeconfig"
+        self.kubeconfig = self._write_kubeconfig(tmp / "kubeconfig", "test-token")
+        self._users = 0
+
+    def _write_kubeconfig(self, path: Path, token: str) -> Path:
         ca_data = base64.b64encode(self.certificate.ca_pem).decode()
-        self.kubeconfig.write_text(
+        path.write_text(
             yaml.safe_dump(
                 {
                     "apiVersion": "v1",
@@ -218,12 +222,36 @@ class FakeCluster:
                             "cluster": {"server": self.url, "certificate-authority-data": ca_data},
                         }
                     ],
-                    "users": [{"name": "test", "user": {"token": "test-token"}}],
+                    "users": [{"name": "test", "user": {"token": token}}],
                     "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
                     "current-context": "kmock",
                 }
             )
         )
+        return path
+
+    def load_rbac(self, objects: Iterable[dict[str, Any]]) -> None:
+        """Add the Roles, ClusterRoles and bindings among `objects` (e.g. every document of a
+        rendered chart; other kinds are skipped) to what the fake authorizes users by."""
+        docs = list(objects)
+
+        async def load() -> None:
+            self.kmock.authorizer.load(docs)
+
+        self.runner.call(load())
+
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig with a bearer token the fake knows as `user` (e.g.
+        `rbac.service_account(NS, NAME)`): its requests are allowed only as far as the RBAC
+        objects loaded (`load_rbac`) grant, where `kubeconfig`'s are admin."""
+        self._users += 1
+        token = f"token-{self._users}-{uuid.uuid4().hex}"
+
+        async def register() -> None:
+            self.kmock.users[token] = user
+
+        self.runner.call(register())
+        return self._write_kubeconfig(self.tmp / f"kubeconfig-{self._users}", token)
 
     async def _start(self) -> str:
         self.kmock = KubeEmulator(history_limit=self.history_limit)
@@ -270,7 +298,8 @@ class FakeCluster:
 
     def route_pod_proxy(self, proxy: Callable[[str, str, int, str], tuple[int, bytes]]) -> None:
         """Serve `GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/PATH` as a real API server
-        does: forwarded to the pod (here: `proxy`, the test node's way to reach its pods)."""
+        does: forwarded to the pod (here: `proxy`, the test node's way to reach its pods).
+        A known user needs `get` of `pods/proxy` there (`KubeEmulator` checks it first)."""
         pattern = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/:]+):(\d+)/proxy/(.*)$")
 
         from kmock import Response  # type: ignore[attr-defined]  # public, not in __all__
