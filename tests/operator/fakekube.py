@@ -58,8 +58,11 @@ the hooks KMock offers (`_handle`, `__call__`, the list fallback) rather than a 
   by the harness's server) to the User-Agent of its first request, so a test can count
   how many connections a client opened.
 
-Fault injection (409 / 500 / slow answers) needs nothing new: KMock's DSL does it, e.g.
-`server['post /apis/batch/v1/namespaces/default/jobs'][:2] << 500`.
+Fault injection: `refuse_next(method, path, status)` refuses a write the way a real server
+does (a Status body, nothing stored, nothing streamed). KMock's DSL (e.g.
+`server['post /apis/batch/v1/namespaces/default/jobs'][:2] << 500`) answers *after* KMock
+stored the write and streamed it to watchers: right for a 5xx or a timeout whose write
+landed anyway, wrong for a 4xx refusal.
 
 Scale: a create, read, patch or delete finds its object by key (KMock scans every stored
 object of every kind per request, so a client facing a fuller server looked slower than
@@ -239,6 +242,20 @@ class ConnectionLog:
 NOT_READY_TAINT = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
 
 
+_STATUS_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists", 422: "Invalid"}
+
+
+@attrs.define
+class Refusal:
+    """A write the server refuses `times` more times (`KubeEmulator.refuse_next`)."""
+
+    method: str
+    path: str
+    status: int
+    times: int
+    message: str
+
+
 @attrs.define(kw_only=True)
 class KubeEmulator(kmock.KubernetesEmulator):
     """KMock's Kubernetes emulator with server-maintained metadata and subresources."""
@@ -246,6 +263,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     history_limit: int | None = None
     watch_history: int = 10000  # events kept per resource for watches resuming from a version
     bookmark_interval: float = 1.0  # seconds between BOOKMARKs on watches that allow them
+    refusals: list[Refusal] = attrs.field(factory=list, init=False)  # see `refuse_next`
     log: list[rendering.Request] = attrs.field(factory=list, init=False)
     users: dict[str, str] = attrs.field(factory=dict)  # bearer token → user name (authorized by RBAC)
     authorizer: rbac.Authorizer = attrs.field(factory=rbac.Authorizer)
@@ -370,6 +388,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self.log.append(request)  # once per request, as it arrives (watches end much later)
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         causes: list[apiserver_rules.Cause] = []
         if request.resource is not None and isinstance(request.data, (dict, list)):
             if request.action == enums.action.CREATE and isinstance(request.data, dict):
@@ -382,6 +403,31 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if causes:
             return self._refuse(request, causes)
         return await super()._handle(request)
+
+    def refuse_next(self, method: str, path: str, status: int, *, times: int = 1, message: str = "") -> None:
+        """Answer the next `times` `method` requests to `path` with `status` and write nothing.
+
+        KMock's own injections (`kmock[...] << 422`) answer after KMock has stored the write
+        and streamed it to watchers; a real server that refuses a write stores nothing."""
+        self.refusals.append(Refusal(method.upper(), path, status, times, message))
+
+    def _refusal(self, request: rendering.Request) -> aiohttp.web.Response | None:
+        method = str(getattr(request.method, "value", request.method)).upper()
+        for refusal in self.refusals:
+            if refusal.times > 0 and refusal.method == method and refusal.path == request.url.path:
+                refusal.times -= 1
+                reason = _STATUS_REASONS.get(refusal.status, "BadRequest")
+                body = {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": refusal.message or f"refused by the test ({refusal.status} {reason})",
+                    "reason": reason,
+                    "code": refusal.status,
+                }
+                return aiohttp.web.json_response(body, status=refusal.status)
+        return None
 
     def _stale_precondition(self, request: rendering.Request) -> aiohttp.web.Response | None:
         """A write carrying `metadata.resourceVersion` other than the stored one: 409 Conflict,

@@ -559,15 +559,20 @@ def test_a_253_character_name_gets_valid_labels_and_names_and_is_ready(world: Wo
         operator.stop()
 
 
-def test_an_object_the_server_refuses_is_reported_and_retried_with_backoff(world: World) -> None:
-    jobs_path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
-    # KMock's slices count every matching request the server has seen: refuse the next one.
-    seen = sum(
+def _creates(world: World, path: str) -> int:
+    return sum(
         1
         for r in world.cluster.requests()
-        if r.url.path == jobs_path and "POST" in str(getattr(r.method, "value", r.method)).upper()
+        if r.url.path == path and "POST" in str(getattr(r.method, "value", r.method)).upper()
     )
-    world.cluster.inject(lambda k: k[f"post {jobs_path}"][seen : seen + 1] << 422)
+
+
+def test_an_object_the_server_refuses_is_reported_and_retried_with_backoff(world: World) -> None:
+    jobs_path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+    message = 'Job.batch "x" is invalid: metadata.labels: Invalid value: "-": must end with alphanumerics'
+    # Refused as a real server refuses: nothing stored, nothing streamed to the watch.
+    world.cluster.inject(lambda k: k.refuse_next("POST", jobs_path, 422, message=message))
+    creates_before = _creates(world, jobs_path)
     operator = world.operator(options={"retry_seconds": 0.5})
     try:
         world.apply(world.modelengine("refused", targets=[{"cpu": True}], opt=7))  # a key no test built
@@ -575,8 +580,9 @@ def test_an_object_the_server_refuses_is_reported_and_retried_with_backoff(world
             lambda: [e for e in world.events("refused") if e["reason"] == "CreateRefused"], what="an Event"
         )
         assert "refused Job me-" in events[0]["message"] and "HTTP 422" in events[0]["message"]
-        # The refusal reached the status too (KMock stores the object despite its 422, so the
-        # next reconcile may move on quickly: read the patch the operator sent).
+        assert "must end with alphanumerics" in events[0]["message"]  # the server's own reason
+        # The refusal reached the status too (read from the patches the operator sent: the
+        # retry after 0.5 s may already have replaced it).
         patches = [
             r.data
             for r in world.cluster.requests()
@@ -587,5 +593,6 @@ def test_an_object_the_server_refuses_is_reported_and_retried_with_backoff(world
         # Retried with backoff, not given up: the next create goes through and the build finishes.
         wait_for(_phase(world, "refused", "Ready"), timeout=120, what="Ready after the retry")
         assert operator.controller.metrics.value("modelengine_reconciles_total", {"result": "retry"}) >= 1
+        assert _creates(world, jobs_path) - creates_before >= 2  # refused once, then created
     finally:
         operator.stop()

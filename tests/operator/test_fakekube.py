@@ -654,3 +654,18 @@ def test_a_write_carrying_a_stale_resource_version_is_a_conflict(cluster: FakeCl
     fresh = {"metadata": {"resourceVersion": current}, "spec": {"a": 4}}
     custom.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "a", fresh)
     assert stored()["spec"]["a"] == 4 and stored()["metadata"]["resourceVersion"] != current
+
+
+def test_a_refused_write_stores_and_streams_nothing(cluster: FakeCluster) -> None:
+    custom = client.CustomObjectsApi(kube_client(cluster.kubeconfig))
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
+    cluster.inject(lambda k: k.refuse_next("POST", path, 422, message="spec.a: Invalid value"))
+    since = _list_version(custom)
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("a"))
+    assert refused.value.status == 422
+    assert json.loads(refused.value.body)["reason"] == "Invalid"
+    assert cluster.get(PLURAL, "default", "a") is None
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _me("b"))  # only once
+    events = _events(_watch(custom, resource_version=since, timeout_seconds=1))
+    assert _seen(events) == [("ADDED", "b")]
