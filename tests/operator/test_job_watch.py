@@ -71,20 +71,30 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = 10) -> N
         await asyncio.sleep(0.02)
 
 
+Body = Callable[[JobWatch, client.BatchV1Api], Awaitable[None]]
+
+
 def _watching(
-    cluster: FakeCluster, recorder: Recorder, body: Callable[[JobWatch, client.BatchV1Api], Awaitable[None]]
+    cluster: FakeCluster,
+    recorder: Recorder,
+    body: Body,
+    *,
+    wrap: Callable[[ClientApi, client.BatchV1Api], Any] | None = None,
+    timeout_seconds: int = 300,
 ) -> None:
+    """Run a JobWatch of `default` (its API optionally wrapped) around `body`, then stop it."""
     api = ClientApi(kubeconfig=str(cluster.kubeconfig))
     batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
 
     async def main() -> None:
         watch = JobWatch(
-            api=api,
+            api=wrap(api, batch) if wrap else api,
             namespaces=["default"],
             label_selector=SELECTOR,
             observe=recorder.observe,
             known=lambda: recorder.cache,
             retry_seconds=0.1,
+            timeout_seconds=timeout_seconds,
         )
         task = asyncio.create_task(watch.run())
         try:
@@ -187,63 +197,38 @@ def test_an_expired_resume_point_lists_again_and_reports_what_changed_unseen(clu
     batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
     for name in ("kept", "gone", "filler-1", "filler-2", "filler-3"):
         batch.create_namespaced_job("default", _job(name))
-    api = ClientApi(kubeconfig=str(cluster.kubeconfig))
-    stale = StaleResume(api, batch)
     recorder = Recorder()
+    wrapped: list[StaleResume] = []
 
-    async def main() -> None:
-        watch = JobWatch(
-            api=stale,
-            namespaces=["default"],
-            label_selector=SELECTOR,
-            observe=recorder.observe,
-            known=lambda: recorder.cache,
-            retry_seconds=0.1,
-        )
-        task = asyncio.create_task(watch.run())
-        try:
-            await _until(lambda: stale.lists == 2 and len(stale.watches) == 2, "the re-list after 410")
-            await _until(lambda: ("DELETED", "gone") in recorder.events, "the unseen deletion")
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    def wrap(api: ClientApi, batch: client.BatchV1Api) -> StaleResume:
+        wrapped.append(StaleResume(api, batch))
+        return wrapped[0]
 
-    try:
-        asyncio.run(main())
-    finally:
-        api.close()
+    async def body(watch: JobWatch, batch: client.BatchV1Api) -> None:
+        stale = wrapped[0]
+        await _until(lambda: stale.lists == 2 and len(stale.watches) == 2, "the re-list after 410")
+        await _until(lambda: ("DELETED", "gone") in recorder.events, "the unseen deletion")
+
+    _watching(cluster, recorder, body, wrap=wrap)
+    stale = wrapped[0]
     assert stale.watches[0] == "1" and stale.watches[1] != "1"  # resumed from the new list
     assert ("ADDED", "new") in recorder.events
     assert {name for _, name in recorder.cache} == {"kept", "new", "filler-1", "filler-2", "filler-3"}
 
 
 def test_a_watch_the_server_ends_resumes_where_it_stopped(cluster: FakeCluster) -> None:
-    batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
-    api = ClientApi(kubeconfig=str(cluster.kubeconfig))
-    counted = StaleResume(api, batch, stale=False)
     recorder = Recorder()
+    wrapped: list[StaleResume] = []
 
-    async def main() -> None:
-        watch = JobWatch(
-            api=counted,
-            namespaces=["default"],
-            label_selector=SELECTOR,
-            observe=recorder.observe,
-            known=lambda: recorder.cache,
-            timeout_seconds=1,
-        )
-        task = asyncio.create_task(watch.run())
-        try:
-            await _until(lambda: len(counted.watches) >= 2, "the second watch")
-            await asyncio.to_thread(batch.create_namespaced_job, "default", _job("later"))
-            await _until(lambda: ("ADDED", "later") in recorder.events, "the Job made after a resume")
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    def wrap(api: ClientApi, batch: client.BatchV1Api) -> StaleResume:
+        wrapped.append(StaleResume(api, batch, stale=False))
+        return wrapped[0]
 
-    try:
-        asyncio.run(main())
-    finally:
-        api.close()
-    assert counted.lists == 1  # resumed from its version: no re-list
+    async def body(watch: JobWatch, batch: client.BatchV1Api) -> None:
+        await _until(lambda: len(wrapped[0].watches) >= 2, "the second watch")
+        await asyncio.to_thread(batch.create_namespaced_job, "default", _job("later"))
+        await _until(lambda: ("ADDED", "later") in recorder.events, "the Job made after a resume")
+
+    _watching(cluster, recorder, body, wrap=wrap, timeout_seconds=1)
+    assert wrapped[0].lists == 1  # resumed from its version: no re-list
     assert recorder.events == [("ADDED", "later")]
