@@ -35,6 +35,7 @@ from modelengine.operator.leader import LeaseElector
 from modelengine.operator.run import connection_info, operate
 from modelengine.operator.storage import StoreProvider
 from modelengine.operator.webhook import WebhookService
+from tests.operator import rbac
 from tests.operator.fakekube import ConnectionLog, KubeEmulator
 from tests.operator.tls import ServerCertificate, make_certificate
 
@@ -252,6 +253,15 @@ class FakeCluster:
 
         self.runner.call(register())
         return self._write_kubeconfig(self.tmp / f"kubeconfig-{self._users}", token)
+
+    def chart_kubeconfig(self, docs: list[dict[str, Any]]) -> Path:
+        """Load a rendered chart's RBAC (`helm template` documents) and return a kubeconfig of
+        the ServiceAccount its operator Deployment runs as: the operator's requests are then
+        allowed exactly as far as the chart's Roles and bindings grant."""
+        (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+        account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        self.load_rbac(docs)
+        return self.kubeconfig_for(rbac.service_account(deployment["metadata"]["namespace"], account))
 
     async def _start(self) -> str:
         self.kmock = KubeEmulator(history_limit=self.history_limit)

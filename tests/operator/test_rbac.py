@@ -4,6 +4,8 @@ real server's `403` that stores nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -436,3 +438,286 @@ def test_discovery_paths_are_non_resource_requests(path: str) -> None:
         "system:serviceaccounts:ops",
         "system:authenticated",
     )
+
+
+# ---- the chart's RBAC against every call the operator makes ----
+
+
+def _engine(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelengine.io/v1alpha1",
+        "kind": "ModelEngine",
+        "metadata": {"name": "resnet", "namespace": namespace},
+        "spec": {
+            "model": {"source": "s3://models/resnet.pt", "format": "torchscript"},
+            "export": {"inputs": [{"name": "x", "shape": [1, 3, 224, 224]}]},
+            "targets": [{"auto": True}],
+            "storage": {"uri": "s3://models/store", "secretRef": {"name": "store"}},
+            "serving": {"maxReplicas": 2},
+        },
+    }
+
+
+def _seed(cluster: FakeCluster, namespace: str) -> None:
+    """What the operator finds: a ModelEngine, Secrets, a Node; a pod the proxy answers for."""
+    api = kube_client(cluster.kubeconfig)
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        *ME, namespace, "modelengines", _engine(namespace)
+    )
+    core = client.CoreV1Api(api)
+    for name in ("store", "other"):
+        core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "data": {}})
+    core.create_node({"metadata": {"name": "gpu-0", "labels": {"nvidia.com/gpu.product": "NVIDIA-L4"}}})
+    cluster.route_pod_proxy(lambda namespace, pod, port, path: (200, b'{"ready": true}'))
+
+
+def _chart_operator(cluster: FakeCluster, tmp_path: Path, values: dict[str, Any]) -> tuple[Any, Path]:
+    """The chart rendered with `values`, its RBAC loaded; the operator's ClientApi as its
+    ServiceAccount, and that kubeconfig."""
+    from modelengine.operator.kube import ClientApi
+    from tests.helm.test_chart import HELM, render
+
+    if HELM is None:
+        pytest.skip("no helm binary: run scripts/get-helm.sh")
+    kubeconfig = cluster.chart_kubeconfig(render(tmp_path, values))
+    return ClientApi(kubeconfig=str(kubeconfig), user_agent="modelengine-operator"), kubeconfig
+
+
+async def _every_operator_call(api: Any, namespace: str, scope: str | None) -> None:
+    """Each kind of call `ClientApi` makes, in `namespace`; lists and watches over `scope`
+    (None: all namespaces), leases in the release namespace. Raises on any refusal."""
+    from modelengine.api.validation import parse_modelengine
+    from modelengine.operator import serving_objects
+    from modelengine.operator.build_jobs import LABEL_MANAGED, MANAGED_BY, build_job
+    from modelengine.operator.config import OperatorConfig
+    from modelengine.operator.leader import LeaseElector
+    from modelengine.operator.serving_groups import ServingGroup
+    from tests.helm.test_chart import NAMESPACE as RELEASE_NAMESPACE
+    from tests.operator.test_serving import GPU, L4
+
+    me = parse_modelengine(_engine(namespace))
+    uid = "u-1"
+    config = OperatorConfig()
+    selector = f"{LABEL_MANAGED}={MANAGED_BY}"
+    # Builder Jobs: create, list (paged), watch from the list, delete.
+    job_doc = build_job(me=me, uid=uid, generation=1, target=GPU, build_key="a" * 64, config=config)
+    await api.create_job(namespace, job_doc)
+    name = job_doc["metadata"]["name"]
+    listing = await api.list_jobs(scope, selector)
+    assert [j["metadata"]["name"] for j in listing.items] == [name]
+    stream = api.watch_jobs(scope, selector, listing.resource_version, 1)
+    try:
+        assert [e["type"] for e in await asyncio.to_thread(lambda: list(stream.events()))] == ["BOOKMARK"]
+    finally:
+        stream.close()
+    # A failed Job's pods, serving pods, a not-ready pod's health through the proxy.
+    assert await api.job_pods(namespace, name) == []
+    assert await api.list_pods(namespace, selector) == []
+    assert await api.pod_proxy_get(namespace, "resnet-nvidia-l4-runtime-0", 8000, "/v2/health/ready") == (
+        200,
+        b'{"ready": true}',
+    )
+    # The ModelEngine: its finalizer, its status.
+    await api.patch_metadata(namespace, "resnet", {"finalizers": ["modelengine.io/cleanup"]})
+    assert await api.patch_status(namespace, "resnet", {"phase": "Building"}) is not None
+    # spec.serving: each kind created, read, patched, listed, deleted.
+    group = ServingGroup("nvidia-l4", L4, GPU, "1.7.1.116", None)
+    objects = serving_objects.render(me=me, uid=uid, config=config, groups=[group])
+    assert sorted(o["kind"] for o in objects) == [
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Service",
+    ]
+    for obj in objects:
+        await api.create_object(obj["kind"], namespace, obj)
+        assert await api.read_object(obj["kind"], namespace, obj["metadata"]["name"]) is not None
+        await api.patch_object(
+            obj["kind"], namespace, obj["metadata"]["name"], {"metadata": {"labels": {"p": "1"}}}
+        )
+    assert len(await api.list_deployments(scope, selector)) == 1
+    for obj in objects:
+        await api.delete_object(obj["kind"], namespace, obj["metadata"]["name"])
+    await api.delete_job(namespace, name)
+    assert [n["metadata"]["name"] for n in await api.list_nodes()] == ["gpu-0"]
+    # Leader election, in the release's own namespace.
+    elector = LeaseElector(api=api, namespace=RELEASE_NAMESPACE, name="me-modelengine", identity="a")
+    assert await elector.try_acquire_or_renew()  # read (none), create
+    assert await elector.try_acquire_or_renew()  # read, patch (renew)
+    await elector.release()
+
+
+def _kopf_calls(kubeconfig: Path, namespace: str) -> None:
+    """What kopf asks of the API for the operator: list and watch ModelEngines, Nodes and
+    serving Deployments everywhere, CRDs and namespaces; post Events."""
+    api = kube_client(kubeconfig)
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+    apps, crds = client.AppsV1Api(api), client.ApiextensionsV1Api(api)
+    for call, args in (
+        (custom.list_cluster_custom_object, (*ME, "modelengines")),
+        (core.list_node, ()),
+        (apps.list_deployment_for_all_namespaces, ()),
+        (crds.list_custom_resource_definition, ()),
+        (core.list_namespace, ()),
+    ):
+        for watch in (False, True):
+            response = call(*args, watch=watch, timeout_seconds=1, _preload_content=False)
+            assert response.status == 200, call
+            response.read()  # a watch: until the server's timeout ends it
+            response.release_conn()
+    event = {
+        "metadata": {"generateName": "resnet."},
+        "involvedObject": {"apiVersion": "modelengine.io/v1alpha1", "kind": "ModelEngine", "name": "resnet"},
+        "reason": "Building",
+        "message": "m",
+        "type": "Normal",
+    }
+    core.create_namespaced_event(namespace, event)
+
+
+def _refusal(call: Any) -> str:
+    """The message of a call the server refuses with 403."""
+    from modelengine.operator.kube import ApiError
+
+    with pytest.raises((ApiError, ApiException)) as err:
+        result = call()
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
+    status_code = getattr(err.value, "status", None)
+    assert status_code == 403, err.value
+    if isinstance(err.value, ApiException):
+        return str(json.loads(err.value.body)["message"])
+    return str(err.value).removeprefix("HTTP 403: ")  # ApiError: the Status message, prefixed
+
+
+OPERATOR = "system:serviceaccount:modelengine-system:me-modelengine"
+
+
+def test_the_chart_grants_every_call_the_operator_makes_and_no_secret_it_is_not_told_of(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    _seed(cluster, "default")
+    api, kubeconfig = _chart_operator(cluster, tmp_path, {})
+    try:
+        asyncio.run(_every_operator_call(api, "default", None))
+        _kopf_calls(kubeconfig, "default")
+        assert cluster.kmock.denied == []
+        # Told no Secret names or namespaces: no Secret at all, and never a list of them.
+        assert 'cannot get resource "secrets"' in _refusal(lambda: api.read_secret("default", "store"))
+        core = client.CoreV1Api(kube_client(kubeconfig))
+        assert _refusal(core.list_secret_for_all_namespaces) == (
+            f'secrets is forbidden: User "{OPERATOR}" cannot list resource "secrets" in API group "" at the '
+            "cluster scope"
+        )
+        # Nothing beyond its own objects: no pods of its own, no deleting ModelEngines, no Lease elsewhere.
+        pod = {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+        assert _refusal(lambda: core.create_namespaced_pod("default", pod)).endswith(
+            'cannot create resource "pods" in API group "" in the namespace "default"'
+        )
+        custom = client.CustomObjectsApi(kube_client(kubeconfig))
+        assert _refusal(
+            lambda: custom.delete_namespaced_custom_object(*ME, "default", "modelengines", "resnet")
+        )
+        from modelengine.operator.leader import LeaseElector
+
+        elsewhere = LeaseElector(api=api, namespace="default", name="me-modelengine", identity="a")
+        assert _refusal(elsewhere.try_acquire_or_renew).endswith(
+            'cannot get resource "leases" in API group "coordination.k8s.io" in the namespace "default"'
+        )
+        assert (
+            cluster.get("pods", "default", "x") is None
+            and cluster.get("leases", "default", "me-modelengine") is None
+        )
+    finally:
+        api.close()
+
+
+def test_the_chart_with_secret_names_reads_those_secrets_only(cluster: FakeCluster, tmp_path: Path) -> None:
+    _seed(cluster, "default")
+    api, _ = _chart_operator(cluster, tmp_path, {"rbac": {"secretNames": ["store"]}})
+    try:
+        assert asyncio.run(api.read_secret("default", "store")) == {}
+        assert _refusal(lambda: api.read_secret("default", "other")) == (
+            f'secrets "other" is forbidden: User "{OPERATOR}" cannot get resource "secrets" in API group "" '
+            'in the namespace "default"'
+        )
+    finally:
+        api.close()
+
+
+def test_the_chart_with_watched_namespaces_grants_there_only(cluster: FakeCluster, tmp_path: Path) -> None:
+    _seed(cluster, "ml")
+    api, kubeconfig = _chart_operator(cluster, tmp_path, {"operator": {"watchNamespaces": ["ml"]}})
+    try:
+        asyncio.run(_every_operator_call(api, "ml", "ml"))
+        assert cluster.kmock.denied == []
+        assert asyncio.run(api.read_secret("ml", "store")) == {}  # secretNamespaces: the watched ones
+        job_doc = {**job("j"), "metadata": {"name": "j", "labels": {"a": "b"}}}
+        assert _refusal(lambda: api.create_job("default", job_doc)).endswith(
+            'cannot create resource "jobs" in API group "batch" in the namespace "default"'
+        )
+        assert _refusal(lambda: api.list_jobs(None, "a=b")).endswith(
+            'cannot list resource "jobs" in API group "batch" at the cluster scope'
+        )
+        assert _refusal(lambda: api.read_secret("default", "store")).endswith('in the namespace "default"')
+        # Nodes stay readable cluster-wide (GPU kinds); kopf's ModelEngine watch is per namespace.
+        assert [n["metadata"]["name"] for n in asyncio.run(api.list_nodes())] == ["gpu-0"]
+        custom = client.CustomObjectsApi(kube_client(kubeconfig))
+        assert custom.list_namespaced_custom_object(*ME, "ml", "modelengines")["items"]
+        assert _refusal(lambda: custom.list_cluster_custom_object(*ME, "modelengines"))
+    finally:
+        api.close()
+
+
+def test_the_chart_grants_the_webhook_its_certificate_secret_and_configuration_only(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    """The operator as its own CA (webhook.enabled, no cert-manager): it creates its Secret,
+    rotates it by name and writes the caBundle of this release's configuration, nothing else."""
+    from modelengine.operator.webhook_certs import ClientCertApi, WebhookCerts, service_dns_names
+    from tests.helm.test_chart import HELM, container, only, render
+    from tests.helm.test_chart import NAMESPACE as RELEASE_NAMESPACE
+
+    if HELM is None:
+        pytest.skip("no helm binary: run scripts/get-helm.sh")
+    docs = render(tmp_path, {"webhook": {"enabled": True}})
+    flags = dict(a[2:].split("=", 1) for a in container(docs)["args"] if a.startswith("--webhook-"))
+    admin = kube_client(cluster.kubeconfig)
+    configuration = only(docs, "MutatingWebhookConfiguration")
+    client.AdmissionregistrationV1Api(admin).create_mutating_webhook_configuration(configuration)
+    api = ClientCertApi(kube_client(cluster.chart_kubeconfig(docs)).configuration)
+
+    def certs(secret: str, webhook_configuration: str) -> WebhookCerts:
+        return WebhookCerts(
+            api=api,
+            namespace=RELEASE_NAMESPACE,
+            secret=secret,
+            dns_names=service_dns_names(flags["webhook-service"], RELEASE_NAMESPACE),
+            webhook_configuration=webhook_configuration,
+            managed=True,
+        )
+
+    try:
+        ours = certs(flags["webhook-secret"], flags["webhook-configuration"])
+        first = asyncio.run(ours.ensure())  # read (none), create, read + patch the configuration
+        stored = cluster.get("mutatingwebhookconfigurations", None, flags["webhook-configuration"]) or {}
+        (hook,) = stored["webhooks"]
+        assert base64.b64decode(hook["clientConfig"]["caBundle"]) == first.ca_pem
+        # Its CA key gone: a rotation patches the Secret by name.
+        client.CoreV1Api(admin).patch_namespaced_secret(
+            flags["webhook-secret"], RELEASE_NAMESPACE, {"data": {WebhookCerts.CA_KEY: None}}
+        )
+        second = asyncio.run(ours.ensure())
+        assert second.cert_pem != first.cert_pem
+        assert cluster.kmock.denied == []
+        # Any other Secret or configuration: refused by name.
+        assert _refusal(lambda: api.read_secret_object(RELEASE_NAMESPACE, "other")).endswith(
+            'cannot get resource "secrets" in API group "" in the namespace "modelengine-system"'
+        )
+        assert _refusal(lambda: api.read_webhook_configuration("other")) == (
+            f'mutatingwebhookconfigurations.admissionregistration.k8s.io "other" is forbidden: User "{OPERATOR}" '
+            'cannot get resource "mutatingwebhookconfigurations" in API group "admissionregistration.k8s.io" '
+            "at the cluster scope"
+        )
+    finally:
+        api.close()
