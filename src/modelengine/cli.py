@@ -58,7 +58,10 @@ def exit_code_of(err: BaseException) -> int:
     return EXIT_FAILED
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the command line, only the chosen subcommand's module is
+    imported (the others get a bare entry): `modelengine operator` or `serve` should not pay
+    for the build pipeline's imports (numpy, the exporters) at every start."""
     parser = argparse.ArgumentParser(
         prog="modelengine",
         description="Turn PyTorch models into inference engines per GPU kind, store and serve them.",
@@ -68,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = _chosen_command(argv) if argv is not None else None
     for name, module_name in _COMMANDS:
+        if chosen is not None and name != chosen:
+            subparsers.add_parser(name)  # listed in usage errors; never dispatched to
+            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
@@ -81,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line, if it is one (None: build them all)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-format":
+            next(words, None)  # its value
+        elif not word.startswith("-"):
+            return word if word in dict(_COMMANDS) else None
+    return None
+
+
 def _unavailable(name: str, why: str):  # type: ignore[no-untyped-def]
     def run(_args: argparse.Namespace) -> int:
         raise UserError(f"`modelengine {name}` needs an optional dependency that is not installed: {why}")
@@ -89,8 +107,9 @@ def _unavailable(name: str, why: str):  # type: ignore[no-untyped-def]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     configure_logging(verbosity=args.verbose, fmt=args.log_format)
     try:
         code = args.func(args)
