@@ -71,7 +71,12 @@ class StoreProvider:
 
     async def store_for(self, namespace: str, storage: StorageSpec) -> ObjectStore:
         if urlparse(storage.uri).scheme != "s3":
-            return open_store(storage.uri, endpoint_url=storage.endpoint_url, region=storage.region)
+            local_key = (storage.uri, (storage.endpoint_url, storage.region, ()))
+            local = self._stores.get(local_key)
+            if local is None:  # opened once: a file store resolves its root on opening
+                local = open_store(storage.uri, endpoint_url=storage.endpoint_url, region=storage.region)
+                self._stores[local_key] = local
+            return local
         client = await self.s3_client_for(namespace, storage)
         creds = await self._credentials(namespace, storage)
         key = (storage.uri, (storage.endpoint_url, storage.region, tuple(sorted((creds or {}).items()))))
