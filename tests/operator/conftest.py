@@ -48,6 +48,7 @@ CREDENTIALS = {
     "AWS_REGION": "us-east-1",
 }
 NAMESPACE = "default"
+CUSTOM_BUILDER_IMAGE = "registry.test/modelengine-builder-with-model:1"
 
 
 @dataclass
@@ -75,18 +76,15 @@ class World:
             "kind": "ModelEngine",
             "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": {
-                # A model baked into a custom builder image: the test node's "image" is this
-                # machine's installed package and files (s3:// sources: test_cluster_path).
+                # A model baked into a custom builder image: the test node lets only that
+                # image's pods read model_dir (s3:// sources: test_cluster_path).
                 "model": {"source": self.model_dir.as_uri(), "format": "python", "entrypoint": entrypoint},
                 "export": {
                     "inputs": [
                         {"name": "x", "shape": [-1, 8], "min": [1, 8], "opt": [opt, 8], "max": [16, 8]}
                     ]
                 },
-                "build": {
-                    "backend": "tensorrt-rtx",
-                    "image": "registry.test/modelengine-builder-with-model:1",
-                },
+                "build": {"backend": "tensorrt-rtx", "image": CUSTOM_BUILDER_IMAGE},
                 "targets": targets or [{"auto": True}],
                 "storage": {
                     "uri": f"s3://{self.bucket}/store",
@@ -190,7 +188,8 @@ def world(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         },
     ):
         core.create_node(node_doc)
-    test_node = TestNode(api)
+    # Only pods of the custom builder image (World.modelengine's) hold the model's files.
+    test_node = TestNode(api, images={CUSTOM_BUILDER_IMAGE: [model_dir]})
     cluster.route_pod_proxy(test_node.proxy)
     try:
         yield World(

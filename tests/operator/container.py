@@ -2,9 +2,10 @@
 
 What the process gets is what the pod spec gives it and nothing of the test's own:
 
-- a fresh, empty sandbox directory per container: the working directory (`workingDir`,
-  else the sandbox's own empty `work/`), one fresh directory per `emptyDir` volume, a
-  file for the termination message;
+- a fresh, empty sandbox directory per container: the working directory (`workingDir` on
+  a volume; any other `workingDir` is an empty directory of the sandbox standing for that
+  path of the image, `rootfs/<path>`; else the sandbox's own empty `work/`), one fresh
+  directory per `emptyDir` volume, a file for the termination message;
 - ONLY the container's `command` + `args` (with kubelet's `$(VAR)` expansion) and an
   environment built from `env` (values, `secretKeyRef`, `configMapKeyRef`, `fieldRef`
   of the pod's name/namespace) and `envFrom` (Secrets and ConfigMaps read from the API,
@@ -22,9 +23,29 @@ directory (file) that stands for it, longest mount first; a volume mounted at `/
 sets `TMPDIR` to its directory, since the process's own `/tmp` is the host's. Ports are
 mapped like `docker -p`: each `containerPort` gets a free loopback port, and a `command`/
 `args`/`env` value equal to the container port (`8000`, or `--flag=8000`) is rewritten to
-it; `host_port()` tells the test where to connect. What cannot be enforced: the process
-can still read the host's files by absolute path, and a read-only root filesystem is not
-read-only here; tests must not hand a builder a path only the test machine has.
+it; `host_port()` tells the test where to connect.
+
+What is enforced: the container's Python code reaches only the image and the pod's
+volumes. A Python program (`python3 -c ...`, `python3 -m ...`, `python3 script.py`, or a
+console script such as the venv's `modelengine`) is started through
+tests/operator/image_guard.py, which installs an audit hook before the program runs and
+then runs it in the same process (same argv, exit code, signals). Every `open` (so every
+import too), listing, chdir, mkdir, remove, rename, link, chmod, shutil copy/move/rmtree
+and archive of a path outside the allowed roots fails with a one-line PermissionError
+naming the path (symlinks resolved). Allowed: what the image holds (the Python
+installation and venv; the installed `modelengine` package's own directory, not the
+repository an editable install points into, so no tests/ or examples/; /usr, /lib, /lib64,
+/bin, /sbin, /etc, /proc, /sys, /dev, /opt; and, per image, what `start(image_holds=...)`
+says a custom image has baked in) and what the pod maps (its working directory, every
+volume's directory, the termination-message file, HOME). The test's own tmp_path, this
+repository, the user's cwd and the host's /tmp are not there: a path only the test machine
+has fails in the container as it would in a cluster.
+
+What still is not enforced: reads by native code (onnxruntime's, TensorRT's and torch's
+C++, the dynamic loader) raise no audit event; `os.stat`/`os.path.exists` raise none either,
+so a host path's existence can be learned; child processes run without the hook; a program
+that is not Python runs unguarded; and a read-only root filesystem is not read-only here
+(writes under the image's roots, e.g. /dev or the venv, are not refused).
 """
 
 from __future__ import annotations
@@ -35,12 +56,19 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import modelengine
+from tests.operator import image_guard
+
 IMAGE_PATH = os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+# What the image holds besides the Python installation (which the guard finds itself): the
+# system's directories and the installed package — its own directory, not the repository
+# an editable install points into (no tests/, no examples/).
+IMAGE_ROOTS = (*image_guard.SYSTEM_ROOTS, str(Path(modelengine.__file__).resolve().parent))
 
 # (kind, namespace, name) → the object's `data` (base64 values) or None when missing
 ReadData = Callable[[str, str, str], dict[str, str] | None]
@@ -66,6 +94,25 @@ class Sandbox:
     @property
     def termination_log(self) -> Path:
         return self.root / "termination-log"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    def workdir(self, container: dict[str, Any]) -> Path:
+        """`workingDir` on a volume, else in the sandbox's own root filesystem (`rootfs/`),
+        else the sandbox's empty `work/`."""
+        working_dir: str = container.get("workingDir") or ""
+        if not working_dir:
+            return self.root / "work"
+        mapped = self.rewrite_path(working_dir)
+        if mapped != working_dir:
+            return Path(mapped)
+        return self.root / "rootfs" / working_dir.lstrip("/")
+
+    def allowed_roots(self, workdir: Path) -> list[str]:
+        """What the pod gives the process: its working directory, volumes, termination file, HOME."""
+        return [str(workdir), *map(str, self.mounts.values()), str(self.termination_log), str(self.home)]
 
     def rewrite_path(self, value: str) -> str:
         if value == self.termination_path:
@@ -172,10 +219,16 @@ class Started:
     log_path: Path
 
 
-def start(*, sandbox: Sandbox, container: dict[str, Any], env: dict[str, str]) -> Started:
-    """Start the container's process: its command + args only, its environment only."""
-    process_env = {"PATH": IMAGE_PATH, "LANG": "C.UTF-8", "HOME": str(sandbox.root / "home")}
-    (sandbox.root / "home").mkdir(exist_ok=True)
+def start(
+    *, sandbox: Sandbox, container: dict[str, Any], env: dict[str, str], image_holds: Sequence[str] = ()
+) -> Started:
+    """Start the container's process: its command + args only, its environment only.
+
+    `image_holds`: what the container's image has besides the installed package (a custom
+    image's baked-in files, at the same absolute paths), readable by the process.
+    """
+    process_env = {"PATH": IMAGE_PATH, "LANG": "C.UTF-8", "HOME": str(sandbox.home)}
+    sandbox.home.mkdir(exist_ok=True)
     for mount, host in sandbox.mounts.items():
         if mount.rstrip("/") == "/tmp":
             process_env["TMPDIR"] = str(host)
@@ -184,12 +237,14 @@ def start(*, sandbox: Sandbox, container: dict[str, Any], env: dict[str, str]) -
     if not argv:
         raise ContainerConfigError("no command: the test node cannot run an image's ENTRYPOINT")
     argv = [sandbox.rewrite(a) for a in argv]
-    workdir = (
-        sandbox.rewrite_path(container["workingDir"])
-        if container.get("workingDir")
-        else sandbox.root / "work"
+    workdir = sandbox.workdir(container)
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = image_guard.guarded_argv(
+        argv,
+        roots=[*IMAGE_ROOTS, *image_holds, *sandbox.allowed_roots(workdir)],
+        search_path=process_env["PATH"],
+        cwd=str(workdir),
     )
-    Path(workdir).mkdir(parents=True, exist_ok=True)
     log_path = sandbox.root / "container.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

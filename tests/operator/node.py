@@ -20,7 +20,8 @@ envFrom and volumes):
   the loopback port a container port was mapped to.
 
 `gate` holds Job pods back while cleared (tests of queueing); `finished` maps each Job to
-its exit code.
+its exit code. `images` says what an image holds besides the installed package (a custom
+builder image's baked-in model): only pods of that image can read those paths.
 """
 
 from __future__ import annotations
@@ -107,7 +108,14 @@ class ServingPod:
 class TestNode:
     __test__ = False  # not a pytest class
 
-    def __init__(self, api_client: Any, *, workers: int = 2, poll: float = 0.2) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        workers: int = 2,
+        poll: float = 0.2,
+        images: dict[str, list[Path]] | None = None,
+    ) -> None:
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
@@ -119,6 +127,8 @@ class TestNode:
         self.serving: dict[tuple[str, str], ServingPod] = {}  # deployment → its pod
         self._job_pods: dict[tuple[str, str], dict[str, Any]] = {}  # job → its pod (kept across retries)
         self.root = Path(mkdtemp(prefix="test-node-"))
+        # image → what it holds besides the installed package (files baked into a custom image)
+        self.images = {image: [str(p) for p in paths] for image, paths in (images or {}).items()}
         self._stop = threading.Event()
         self._poll = poll
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="test-node")
@@ -257,7 +267,8 @@ class TestNode:
             self.seen.discard((namespace, name))  # kubelet retries; the test may create the Secret
             return
         sandbox = kubelet.prepare(self.root / pod["metadata"]["name"], spec, container)
-        started = kubelet.start(sandbox=sandbox, container=container, env=env)
+        holds = self.images.get(container.get("image", ""), [])
+        started = kubelet.start(sandbox=sandbox, container=container, env=env, image_holds=holds)
         running = {"startedAt": started_at}
         self._pod_status(
             pod, {"phase": "Running", "containerStatuses": [self._cs(container, running=running)]}
@@ -339,7 +350,8 @@ class TestNode:
             container=container, pod_meta=pod["metadata"], namespace=namespace, read=self._read
         )
         sandbox = kubelet.prepare(self.root / pod["metadata"]["name"], spec, container)
-        started = kubelet.start(sandbox=sandbox, container=container, env=env)
+        holds = self.images.get(container.get("image", ""), [])
+        started = kubelet.start(sandbox=sandbox, container=container, env=env, image_holds=holds)
         self._pod_status(
             pod,
             {
