@@ -146,13 +146,15 @@ class World:
             if e.get("involvedObject", {}).get("name") == name
         ]
 
-    def operator(self, **kwargs: Any) -> OperatorThread:
+    def operator(self, *, kubeconfig: Path | None = None, **kwargs: Any) -> OperatorThread:
+        """An operator on this cluster, as admin unless `kubeconfig` is another identity's
+        (e.g. `FakeCluster.chart_kubeconfig`: the chart's ServiceAccount and RBAC)."""
         options = dict(kwargs.pop("options", {}))
         options.setdefault("identity", f"test-operator-{uuid.uuid4().hex[:6]}")
         options.setdefault("retry_seconds", 0.5)
         options.setdefault("max_retry_seconds", 2.0)
         options.setdefault("backend_versions", {"tensorrt": "10.13.0"})
-        return OperatorThread(self.cluster.kubeconfig, OperatorConfig(**options), **kwargs)
+        return OperatorThread(kubeconfig or self.cluster.kubeconfig, OperatorConfig(**options), **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -392,6 +392,8 @@ class OperatorThread:
         peering: str | None = None,
         priority: int = 0,
         lease_identity: str | None = None,
+        lease_namespace: str = "default",
+        lease_name: str = "modelengine-operator",
         liveness_endpoint: str | None = None,
         webhook: Callable[[Controller], WebhookService] | None = None,
     ) -> None:
@@ -402,8 +404,8 @@ class OperatorThread:
         if lease_identity is not None:
             elector = LeaseElector(
                 api=self.api,
-                namespace="default",
-                name="modelengine-operator",
+                namespace=lease_namespace,
+                name=lease_name,
                 identity=lease_identity,
                 # Long enough that a leader starved by the builds running on 2 loaded cores
                 # keeps its Lease (3 s expired under CI load); failover in the tests comes

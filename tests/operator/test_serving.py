@@ -10,6 +10,7 @@ removing `spec.serving` deleting every group.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,6 +229,26 @@ def test_needs_update_ignores_server_defaults_but_sees_our_changes() -> None:
 
 
 # ---- end to end ----
+#
+# The operator runs as the chart's ServiceAccount (helm template: default values, plus the
+# store Secret by name), so the fake API refuses with 403 whatever the chart does not grant.
+
+CHART_VALUES = {"rbac": {"secretNames": ["store-credentials"]}}
+
+
+@pytest.fixture(scope="module")
+def chart(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig of the chart's ServiceAccount, its RBAC loaded into the fake API."""
+    from tests.helm.test_chart import HELM, render
+
+    if HELM is None:
+        pytest.skip("no helm binary to render the chart's RBAC: run scripts/get-helm.sh")
+    return world.cluster.chart_kubeconfig(render(tmp_path_factory.mktemp("chart"), CHART_VALUES))
+
+
+def _refused(world: World) -> list[str]:
+    """Every request of the operator the chart's RBAC refused (none, or the chart lacks a rule)."""
+    return [f"{a.verb} {a.combined_resource} {a.namespace}/{a.name}" for a in world.cluster.kmock.denied]
 
 
 def _writes(world: World, start: int) -> list[tuple[str, str]]:
@@ -258,7 +279,7 @@ def _groups(world: World) -> dict[str, dict[str, Any]]:
     return {g["group"]: g for g in world.status("served").get("serving") or []}
 
 
-def test_serving_groups_follow_the_modelengine_and_the_cluster(world: World) -> None:
+def test_serving_groups_follow_the_modelengine_and_the_cluster(world: World, chart: Path) -> None:
     from kubernetes import client
 
     apps = client.AppsV1Api(world.core.api_client)
@@ -269,7 +290,9 @@ def test_serving_groups_follow_the_modelengine_and_the_cluster(world: World) -> 
         serving={"minReplicas": 1, "maxReplicas": 3, "autoscaling": {"metric": "cpu", "target": 50}},
     )
     # No batching of progress-only status writes: nothing is left pending when it stops.
-    operator = world.operator(options={"runtime_image": "runtime:test", "status_interval_seconds": 0})
+    operator = world.operator(
+        kubeconfig=chart, options={"runtime_image": "runtime:test", "status_interval_seconds": 0}
+    )
     try:
         world.apply(doc)
         wait_for(
@@ -327,7 +350,7 @@ def test_serving_groups_follow_the_modelengine_and_the_cluster(world: World) -> 
 
     # A restarted operator reads the objects, finds them as rendered, and writes nothing.
     start = len(world.cluster.requests())
-    operator = world.operator(options={"runtime_image": "runtime:test"})
+    operator = world.operator(kubeconfig=chart, options={"runtime_image": "runtime:test"})
     try:
         wait_for(
             lambda: operator.controller.metrics.value("modelengine_reconciles_total", {"result": "ok"}) >= 1,
@@ -413,6 +436,7 @@ def test_serving_groups_follow_the_modelengine_and_the_cluster(world: World) -> 
         )
         assert not world.cluster.objects("poddisruptionbudgets", NAMESPACE)
         assert not world.cluster.objects("horizontalpodautoscalers", NAMESPACE)
+        assert _refused(world) == []  # the chart granted every call the operator made
     finally:
         operator.stop()
         world.delete("served")
@@ -420,9 +444,13 @@ def test_serving_groups_follow_the_modelengine_and_the_cluster(world: World) -> 
             world.core.delete_node("gpu-rtx-0")
 
 
-def test_the_version_gate_holds_back_an_engine_the_serving_image_cannot_load(world: World) -> None:
+def test_the_version_gate_holds_back_an_engine_the_serving_image_cannot_load(
+    world: World, chart: Path
+) -> None:
     doc = world.modelengine("gated", targets=[{"computeCapability": "8.9"}], serving={"maxReplicas": 2})
-    operator = world.operator(options={"runtime_backend_versions": {"tensorrt-rtx": "1.0.0.1"}})
+    operator = world.operator(
+        kubeconfig=chart, options={"runtime_backend_versions": {"tensorrt-rtx": "1.0.0.1"}}
+    )
     try:
         world.apply(doc)
         status = wait_for(
@@ -448,6 +476,7 @@ def test_the_version_gate_holds_back_an_engine_the_serving_image_cannot_load(wor
             for d in world.cluster.objects("deployments", NAMESPACE)
             if d["metadata"]["name"].startswith("gated-")
         ]
+        assert _refused(world) == []  # the chart granted every call the operator made
     finally:
         operator.stop()
         world.delete("gated")
@@ -457,7 +486,7 @@ def product_of(group: str) -> str:
     return {"nvidia-l4": "NVIDIA-L4", "nvidia-a100-sxm4-80gb": "NVIDIA-A100-SXM4-80GB"}[group]
 
 
-def test_a_stalled_rollout_reports_the_runtimes_own_reason(world: World) -> None:
+def test_a_stalled_rollout_reports_the_runtimes_own_reason(world: World, chart: Path) -> None:
     """A new pod whose engine fails acceptance never turns ready; once the Deployment
     controller gives up (ProgressDeadlineExceeded), status says why in the runtime's words."""
     from kubernetes import client
@@ -470,7 +499,7 @@ def test_a_stalled_rollout_reports_the_runtimes_own_reason(world: World) -> None
     apps = client.AppsV1Api(world.core.api_client)
     doc = world.modelengine("accept", targets=[{"cpu": True}], serving={"cpu": True, "maxReplicas": 1})
     name = "accept-cpu-runtime"
-    operator = world.operator(options={"status_interval_seconds": 0})
+    operator = world.operator(kubeconfig=chart, options={"status_interval_seconds": 0})
     try:
         world.apply(doc)
         status = wait_for(
@@ -559,6 +588,7 @@ def test_a_stalled_rollout_reports_the_runtimes_own_reason(world: World) -> None
             lambda: [e for e in world.events("accept") if e["reason"] == "RolloutStalled"], what="Event"
         )
         assert "failed acceptance" in events[0]["message"]
+        assert _refused(world) == []  # the chart granted every call the operator made
     finally:
         operator.stop()
         world.delete("accept")

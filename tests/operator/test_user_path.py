@@ -1,7 +1,8 @@
 """The README's cluster walkthrough, end to end, on the faithful harness.
 
 What a platform engineer does, in order: install the chart (its rendered operator
-arguments configure the operator here), `modelengine push` an example to the store (moto's
+arguments configure the operator here, and it runs as the chart's ServiceAccount with the
+chart's RBAC, enforced by the fake API as a real server would), `modelengine push` an example to the store (moto's
 S3 over HTTP), `kubectl apply` the YAML it prints, wait for `kubectl get me` to say Ready,
 and send a KServe v2 request to the serving pod. Every step runs the real thing: the
 resolve and build Jobs and the serving pod are processes the test node starts in fresh,
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.helm.test_chart import NAMESPACE as RELEASE_NAMESPACE
 from tests.helm.test_chart import ROOT, container, needs_helm, render
 from tests.operator.conftest import CREDENTIALS, NAMESPACE, World
 from tests.operator.harness import OperatorThread, wait_for
@@ -86,10 +88,17 @@ def test_push_apply_build_serve_and_answer_as_the_readme_says(
     from modelengine.cli import build_parser
     from modelengine.operator.command import config_from_args
 
-    # 1. The operator as the chart configures it (defaults: no backend versions given).
-    args = container(render(tmp_path, {}))["args"]
-    config = config_from_args(build_parser().parse_args(args))
+    # 1. The operator as the chart configures it (defaults: no backend versions given; the
+    # store Secret readable by name, as the README's install says), running as the chart's
+    # ServiceAccount: the fake API allows only what the chart's RBAC grants (403 otherwise),
+    # leader election included (its Lease in the release namespace, as $POD_NAMESPACE says).
+    docs = render(tmp_path, {"rbac": {"secretNames": ["store-credentials"]}})
+    args = container(docs)["args"]
+    parsed = build_parser().parse_args(args)
+    assert parsed.leader_election
+    config = config_from_args(parsed)
     config = replace(config, identity="test-operator-user-path", retry_seconds=0.5, max_retry_seconds=2.0)
+    kubeconfig = world.cluster.chart_kubeconfig(docs)
 
     # 2. Push the example; the printed YAML names s3:// sources instead of `source: .`.
     doc = _push(world, tmp_path)
@@ -105,7 +114,13 @@ def test_push_apply_build_serve_and_answer_as_the_readme_says(
     doc["spec"]["serving"] = {"cpu": True, "minReplicas": 1, "maxReplicas": 1}
 
     operator_s3 = _record_operator_s3_reads(monkeypatch)
-    operator = OperatorThread(world.cluster.kubeconfig, config)
+    operator = OperatorThread(
+        kubeconfig,
+        config,
+        lease_identity=config.identity,
+        lease_namespace=RELEASE_NAMESPACE,
+        lease_name=parsed.lease_name,
+    )
     try:
         # 3. kubectl apply -f -
         world.custom.create_namespaced_custom_object(
@@ -164,6 +179,10 @@ def test_push_apply_build_serve_and_answer_as_the_readme_says(
             answer = tc.infer("walkthrough", [request]).as_numpy("output")
         assert answer is not None and answer.shape[0] == 3
         np.testing.assert_allclose(answer, _reference(world, status, batch), rtol=1e-4, atol=1e-5)
+        # Every call the operator (and kopf for it) made was one the chart grants.
+        assert world.cluster.kmock.denied == []
+        lease = world.cluster.get("leases", RELEASE_NAMESPACE, parsed.lease_name)
+        assert lease is not None and lease["spec"]["holderIdentity"] == config.identity
     finally:
         operator.stop()
 
