@@ -9,6 +9,7 @@ the ModelEngine YAMLs kept beside the code), the weights file, and the format/en
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -16,6 +17,7 @@ from urllib.parse import unquote, urlparse
 import yaml
 
 from modelengine.api.models import KIND, ModelSource
+from modelengine.errors import InputError
 from modelengine.store.base import NotFound
 from modelengine.store.open import fetch
 
@@ -23,18 +25,27 @@ _SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 _MAX_SPEC_BYTES = 1 << 20
 
 
+class UnreadableModel(InputError):
+    """A model file or folder that exists but cannot be read (permissions): bad input."""
+
+
 def content_files(folder: Path) -> list[Path]:
     """The files of a source folder that make up the model, sorted: caches are skipped,
     and so are ModelEngine YAMLs kept beside the code (editing a target must not change
-    the model digest, or every engine would be rebuilt)."""
-    return [
-        child
-        for child in sorted(folder.rglob("*"))
-        if child.is_file()
-        and child.suffix != ".pyc"
-        and not (_SKIP_DIRS & set(child.relative_to(folder).parts))
-        and not _is_modelengine_yaml(child)
-    ]
+    the model digest, or every engine would be rebuilt). A subfolder that cannot be listed
+    is an error, not an empty folder: a digest of part of a model names the wrong model."""
+
+    def unreadable(err: OSError) -> None:
+        raise UnreadableModel(f"cannot read model folder {err.filename}: {err.strerror or err}")
+
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, onerror=unreadable):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        for name in files:
+            child = Path(root) / name
+            if child.is_file() and child.suffix != ".pyc" and not _is_modelengine_yaml(child):
+                found.append(child)
+    return sorted(found)
 
 
 def _is_modelengine_yaml(path: Path) -> bool:
@@ -57,9 +68,12 @@ def _hash_path(h: hashlib._Hash, path: Path) -> None:
 
 
 def _hash_file(h: hashlib._Hash, path: Path) -> None:
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except PermissionError as err:
+        raise UnreadableModel(f"cannot read model file {path}: {err.strerror or err}") from None
     h.update(b"\0")
 
 
