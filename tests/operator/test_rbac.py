@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from modelengine.operator.kube import ApiError, ClientApi
 from tests.operator import rbac
 from tests.operator.harness import FakeCluster, kube_client
 
@@ -322,6 +323,26 @@ def test_the_pod_proxy_needs_pods_proxy_and_is_not_reached_without_it(cluster: F
     )
     assert (response.status, json.loads(response.data)) == (200, {"ready": True})
     assert reached == [("default", "runtime-0", 8000, "v2/health/ready")]
+
+
+def test_the_operator_tells_a_refused_proxy_from_the_pods_own_answer(cluster: FakeCluster) -> None:
+    not_ready = b'{"ready": false, "reason": "engine failed acceptance: golden sample 0"}'
+    cluster.route_pod_proxy(lambda namespace, pod, port, path: (503, not_ready))
+    pods = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    cluster.load_rbac([role("pods", pods), binding("pods", "ClusterRole")])
+    api = ClientApi(kubeconfig=str(cluster.kubeconfig_for(ROBOT)))
+    try:
+        # The API server's 403 is an error, not a runtime saying "Forbidden".
+        with pytest.raises(ApiError) as refused:
+            asyncio.run(api.pod_proxy_get("default", "runtime-0", 8000, "/v2/health/ready"))
+        assert refused.value.status == 403 and "cannot get resource" in str(refused.value)
+        cluster.load_rbac(
+            [role("pods", [*pods, {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]}])]
+        )
+        answer = asyncio.run(api.pod_proxy_get("default", "runtime-0", 8000, "/v2/health/ready"))
+        assert answer == (503, not_ready)  # the pod's own non-2xx answer, body intact
+    finally:
+        api.close()
 
 
 def test_wildcards_and_subresource_wildcards(cluster: FakeCluster) -> None:

@@ -100,6 +100,15 @@ def _message(err: Exception) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0][:300]
 
 
+def _is_api_status(body: bytes) -> bool:
+    """Whether an error body is a `Status` the API server wrote (not the pod's answer)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == "Status" and doc.get("apiVersion") == "v1"
+
+
 class JsonLinesStream:
     """A WATCH response read as it arrives: one JSON event per line."""
 
@@ -274,10 +283,11 @@ class ClientApi:
                 response = self._core.connect_get_namespaced_pod_proxy_with_path(
                     f"{pod}:{port}", namespace, path.lstrip("/"), _preload_content=False
                 )
-            except ApiException as err:  # a non-2xx answer of the pod: its body is the point
-                return int(err.status or 0), bytes(err.body or b"") if not isinstance(
-                    err.body, str
-                ) else err.body.encode()
+            except ApiException as err:
+                body = err.body.encode() if isinstance(err.body, str) else bytes(err.body or b"")
+                if _is_api_status(body):  # the API server's own refusal (403, 404, 503...)
+                    raise ApiError(int(err.status or 0), _message(err)) from None
+                return int(err.status or 0), body  # the pod's non-2xx answer: its body is the point
             except Exception as err:
                 raise ApiError(0, _message(err)) from None
             try:
