@@ -495,7 +495,6 @@ def _seed(cluster: FakeCluster, namespace: str) -> None:
 def _chart_operator(cluster: FakeCluster, tmp_path: Path, values: dict[str, Any]) -> tuple[Any, Path]:
     """The chart rendered with `values`, its RBAC loaded; the operator's ClientApi as its
     ServiceAccount, and that kubeconfig."""
-    from modelengine.operator.kube import ClientApi
     from tests.helm.test_chart import HELM, render
 
     if HELM is None:
