@@ -157,6 +157,16 @@ class World:
         return OperatorThread(kubeconfig or self.cluster.kubeconfig, OperatorConfig(**options), **kwargs)
 
 
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
+    """A fresh fake API server over TLS, closed after the test."""
+    c = FakeCluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
 @pytest.fixture(scope="module")
 def world(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     import boto3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,6 @@ from tests.operator.fakekube import selector_matches
 from tests.operator.harness import FakeCluster, kube_client
 
 GROUP, VERSION, PLURAL = "modelengine.io", "v1alpha1", "modelengines"
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
-    c = FakeCluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _me(name: str) -> dict[str, object]:

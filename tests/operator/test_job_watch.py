@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from modelengine.operator.job_watch import JobWatch
@@ -18,15 +16,6 @@ from modelengine.operator.workqueue import Key
 from tests.operator.harness import FakeCluster, kube_client
 
 SELECTOR = "modelengine.io/build-key"
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
-    c = FakeCluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _job(name: str, *, builder: bool = True) -> dict[str, Any]:

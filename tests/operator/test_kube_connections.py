@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,15 +12,6 @@ from modelengine.operator.kube import ClientApi
 from tests.operator.harness import FakeCluster, kube_client
 
 AGENT = "connection-test"
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
-    c = FakeCluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _job(name: str) -> dict[str, Any]:

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from modelengine.operator.kube import ClientApi
 from modelengine.operator.leader import LeaseElector
 from tests.operator.harness import FakeCluster
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
-    c = FakeCluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_only_one_holder_until_the_lease_expires(cluster: FakeCluster) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from tests.operator.harness import FakeCluster, kube_client
 ROBOT = rbac.service_account("ops", "robot")
 SUBJECT = {"kind": "ServiceAccount", "name": "robot", "namespace": "ops"}
 ME = ("modelengine.io", "v1alpha1")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
-    c = FakeCluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def role(name: str, rules: list[dict[str, Any]], namespace: str | None = None) -> dict[str, Any]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kopf
@@ -16,15 +14,6 @@ from modelengine.operator.kube import ClientApi
 from modelengine.operator.run import connection_info
 from modelengine.operator.slim import EventsOnlyDiffBase, check_event_only
 from tests.operator.harness import FakeCluster, kube_client, wait_for
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
-    c = FakeCluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _job(name: str) -> dict[str, Any]:
