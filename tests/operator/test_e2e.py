@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
-from typing import Any
+from typing import Any, cast
 
 import boto3
+import kopf
+import pytest
+from kopf._core.engines import posting as kopf_posting
 
 from modelengine.operator import nodes
 from tests.conftest import free_port
@@ -596,3 +600,37 @@ def test_an_object_the_server_refuses_is_reported_and_retried_with_backoff(world
         assert _creates(world, jobs_path) - creates_before >= 2  # refused once, then created
     finally:
         operator.stop()
+
+
+def test_only_the_operators_own_events_are_posted_and_redacted(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planted = "aws_secret_access_key=PlantedSecret0001 AKIAPLANTEDKEYID0001"
+    operator = world.operator()
+    try:
+
+        def failing(event_type: str | None, body: dict[str, Any]) -> None:
+            operator.controller.post_event(body, "Warning", "Planted", f"cannot reach the store: {planted}")
+            # What a kopf component logs on an object's logger is posted as an Event when
+            # kopf's log posting is on (kopf's settings are only reachable through its
+            # context variable from here).
+            settings = kopf_posting.settings_var.get()
+            kopf.ObjectLogger(body=kopf.Body(cast(kopf.RawBody, body)), settings=settings).error(planted)
+            raise RuntimeError(f"handler failed: {planted}")
+
+        monkeypatch.setattr(operator.controller, "observe_modelengine", failing)
+        world.apply(world.modelengine("noisy", targets=[{"cpu": True}], opt=11))
+        ours = wait_for(
+            lambda: [e for e in world.events("noisy") if e["reason"] == "Planted"], what="our Event"
+        )
+        time.sleep(1.5)  # kopf's failure line would be posted right after ours, by the same poster
+        events = world.events("noisy")
+        assert "PlantedSecret0001" not in ours[0]["message"] and "AKIAPLANTED" not in ours[0]["message"]
+        assert "cannot reach the store" in ours[0]["message"]
+        assert [e["reason"] for e in events] == ["Planted"]  # no "Logging" Event of kopf's own
+        assert not any(
+            "PlantedSecret0001" in json.dumps(e) or "AKIAPLANTEDKEYID0001" in json.dumps(e) for e in events
+        )
+    finally:
+        operator.stop()
+        world.delete("noisy")

@@ -17,6 +17,7 @@ from typing import Any, cast
 import kopf
 
 from modelengine.api.models import API_GROUP, API_VERSION, PLURAL
+from modelengine.logs import redact
 from modelengine.operator.build_jobs import LABEL_MANAGED, MANAGED_BY
 from modelengine.operator.controller import Controller, event_ref
 from modelengine.operator.serving_objects import COMPONENT, LABEL_COMPONENT
@@ -44,7 +45,8 @@ def connection_info(api: Any) -> kopf.ConnectionInfo:
 
 
 def post_event(body: dict[str, Any], etype: str, reason: str, message: str) -> None:
-    kopf.event(cast(kopf.Body, event_ref(body)), type=etype, reason=reason, message=message)
+    """Every Event the operator posts passes here, redacted (a message may quote an error)."""
+    kopf.event(cast(kopf.Body, event_ref(body)), type=etype, reason=reason, message=redact(message))
 
 
 def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None) -> kopf.OperatorRegistry:
@@ -52,7 +54,9 @@ def build_registry(controller: Controller, *, login: kopf.ConnectionInfo | None)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.level = logging.WARNING  # our own events only, not kopf's log lines
+        settings.posting.level = logging.WARNING
+        # kopf would post its own log lines about an object as Events, unredacted: only ours.
+        settings.posting.loggers = False
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
