@@ -183,6 +183,23 @@ def test_termination_message_gives_the_builders_reason() -> None:
     assert _termination_reason({"status": {}}) is None
 
 
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("[" * 4096, "[" * 497 + "..."),  # deeper than json's recursion limit: read as text
+        (json.dumps({"reason": "first line\nsecond line"}), "first line"),
+        (json.dumps({"reason": "x" * 5000}), None),  # over kubelet's 4 KiB: cut, then text
+        (json.dumps({"reason": ["not", "text"]}), "['not', 'text']"),
+    ],
+)
+def test_a_hostile_termination_message_is_one_bounded_line(message: str, reason: str | None) -> None:
+    pod = {"status": {"containerStatuses": [{"state": {"terminated": {"message": message}}}]}}
+    got = _termination_reason(pod)
+    assert got is not None and "\n" not in got and len(got) <= 1000
+    if reason is not None:
+        assert got == reason
+
+
 def _engine(target: str, phase: str, reason: str | None = None) -> EngineStatus:
     out = {"target": target, "buildKey": target, "phase": phase, "backend": "tensorrt-rtx"}
     if reason:

@@ -138,13 +138,15 @@ def termination_reason(pod: dict[str, Any]) -> str | None:
         )
         if not terminated:
             continue
-        message = (terminated.get("message") or "").strip()
+        # Written by the builder image, so untrusted: kubelet caps it at 4 KiB, and 4 KiB of
+        # "[" nests deeper than json's recursion limit.
+        message = str(terminated.get("message") or "")[:4096].strip()
         if not message:
             continue
         try:
             summary = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):
             return first_line(message, limit=500)
         if isinstance(summary, dict) and summary.get("reason"):
-            return str(summary["reason"])[:1000]
+            return first_line(str(summary["reason"]), limit=1000)
     return None
