@@ -74,3 +74,11 @@ def test_split_object_uri(tmp_path: Path, s3_env: dict[str, Any]) -> None:
     )
     store.put_bytes(key, b"{}")
     assert open_store(s3_env["uri"], endpoint_url=s3_env["endpoint_url"]).exists("engines/k/manifest.json")
+
+
+def test_file_store_objects_have_the_mode_a_plain_write_gives(tmp_path: Path) -> None:
+    store = open_store((tmp_path / "store").as_uri())
+    store.put_bytes("engines/k/manifest.json", b"{}")
+    (tmp_path / "plain").write_bytes(b"{}")
+    mode = (tmp_path / "store" / "engines" / "k" / "manifest.json").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain").stat().st_mode & 0o777  # not mkstemp's 0600

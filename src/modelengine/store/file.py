@@ -15,6 +15,15 @@ from modelengine.store.base import NotFound, StoreError
 WriteFn = Callable[[BinaryIO], object]
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -54,6 +63,9 @@ class FileStore:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
             try:
+                # mkstemp makes the file 0600; a store shared through a volume is read by
+                # other users (runtime pods): the mode a plain open() would have given.
+                os.fchmod(fd, _FILE_MODE)
                 with os.fdopen(fd, "wb") as fh:
                     write(fh)
                 os.replace(tmp, dest)
