@@ -70,6 +70,7 @@ def _watching(
     *,
     wrap: Callable[[ClientApi, client.BatchV1Api], Any] | None = None,
     timeout_seconds: int = 300,
+    restarts: list[str] | None = None,
 ) -> None:
     """Run a JobWatch of `default` (its API optionally wrapped) around `body`, then stop it."""
     api = ClientApi(kubeconfig=str(cluster.kubeconfig))
@@ -84,6 +85,7 @@ def _watching(
             known=lambda: recorder.cache,
             retry_seconds=0.1,
             timeout_seconds=timeout_seconds,
+            on_restart=(restarts if restarts is not None else []).append,
         )
         task = asyncio.create_task(watch.run())
         try:
@@ -198,7 +200,9 @@ def test_an_expired_resume_point_lists_again_and_reports_what_changed_unseen(clu
         await _until(lambda: stale.lists == 2 and len(stale.watches) == 2, "the re-list after 410")
         await _until(lambda: ("DELETED", "gone") in recorder.events, "the unseen deletion")
 
-    _watching(cluster, recorder, body, wrap=wrap)
+    restarts: list[str] = []
+    _watching(cluster, recorder, body, wrap=wrap, restarts=restarts)
+    assert restarts == ["expired"]  # counted (modelengine_job_watch_restarts_total)
     stale = wrapped[0]
     assert stale.watches[0] == "1" and stale.watches[1] != "1"  # resumed from the new list
     assert ("ADDED", "new") in recorder.events
@@ -218,6 +222,7 @@ def test_a_watch_the_server_ends_resumes_where_it_stopped(cluster: FakeCluster) 
         await asyncio.to_thread(batch.create_namespaced_job, "default", _job("later"))
         await _until(lambda: ("ADDED", "later") in recorder.events, "the Job made after a resume")
 
-    _watching(cluster, recorder, body, wrap=wrap, timeout_seconds=1)
-    assert wrapped[0].lists == 1  # resumed from its version: no re-list
+    restarts: list[str] = []
+    _watching(cluster, recorder, body, wrap=wrap, timeout_seconds=1, restarts=restarts)
+    assert wrapped[0].lists == 1 and restarts == []  # resumed from its version: routine, no re-list
     assert recorder.events == [("ADDED", "later")]

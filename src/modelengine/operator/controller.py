@@ -175,6 +175,7 @@ class Controller:
             observe=self.observe_job,
             known=lambda: self.cache.jobs,
             retry_seconds=self.config.retry_seconds,
+            on_restart=lambda reason: self.metrics.job_watch_restarts.labels(reason=reason).inc(),
         )
         self._workers.append(asyncio.create_task(jobs.run(), name="modelengine-job-watch"))
         await jobs.synced.wait()

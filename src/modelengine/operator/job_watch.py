@@ -78,6 +78,7 @@ class JobWatch:
         known: Callable[[], dict[Key, dict[str, Any]]],
         retry_seconds: float = 2.0,
         timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
+        on_restart: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.api = api
         self.scopes: list[str | None] = list(namespaces) or [None]
@@ -86,6 +87,7 @@ class JobWatch:
         self.known = known
         self.retry_seconds = retry_seconds
         self.timeout_seconds = timeout_seconds
+        self.on_restart = on_restart  # "expired" (410: re-listed) or "error" (reconnected)
         self.synced = asyncio.Event()  # every scope listed once
         self._stopped = threading.Event()
         self._open: set[WatchStream] = set()
@@ -126,11 +128,14 @@ class JobWatch:
             except Expired:
                 log.info("Job watch of %s expired (410): listing again", scope or "all namespaces")
                 self._versions.pop(scope, None)
+                self.on_restart("expired")
             except ApiError as err:
                 log.warning("Job watch of %s failed (retrying): %s", scope or "all namespaces", err)
+                self.on_restart("error")
                 await asyncio.sleep(self.retry_seconds)
             except Exception as err:  # a bug must not end the watch for good: say so, go on
                 log.error("Job watch of %s broke (retrying): %s", scope or "all namespaces", first_line(err))
+                self.on_restart("error")
                 await asyncio.sleep(self.retry_seconds)
 
     async def _list(self, scope: str | None) -> str:

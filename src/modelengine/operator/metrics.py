@@ -35,6 +35,12 @@ class Metrics:
             "modelengine_build_queue_length", "Targets waiting for a build slot", registry=r
         )
         self.jobs_in_flight = Gauge("modelengine_jobs_in_flight", "Builder Jobs running", registry=r)
+        self.job_watch_restarts = Counter(
+            "modelengine_job_watch_restarts",
+            "Builder Job watch restarts other than the server's routine timeout",
+            ["reason"],
+            registry=r,
+        )
         self.kinds_without_engine = Gauge(
             "modelengine_gpu_kinds_without_engine",
             "GPU kinds among the Nodes a served ModelEngine has no engine for (no pods there)",
