@@ -30,7 +30,7 @@ import yarl
 
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.controller import Controller
-from modelengine.operator.kube import ClientApi
+from modelengine.operator.kube_client import ClientApi
 from modelengine.operator.leader import LeaseElector
 from modelengine.operator.run import connection_info, operate
 from modelengine.operator.storage import StoreProvider

@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes import client
 
 from modelengine.operator.job_watch import JobWatch
-from modelengine.operator.kube import ClientApi
+from modelengine.operator.kube_client import ClientApi
 from modelengine.operator.workqueue import Key
 from tests.operator.harness import FakeCluster, kube_client
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelengine.operator.kube import ClientApi
+from modelengine.operator.kube_client import ClientApi
 from tests.operator.harness import FakeCluster, kube_client
 
 AGENT = "connection-test"
@@ -74,7 +74,7 @@ def test_unreleased_responses_open_a_connection_each(cluster: FakeCluster) -> No
 
 
 def test_lists_are_read_in_pages_and_transformed_as_they_arrive(cluster: FakeCluster) -> None:
-    from modelengine.operator import kube
+    from modelengine.operator import kube_client as client_module
 
     batch = client.BatchV1Api(kube_client(cluster.kubeconfig))
     for i in range(7):
@@ -86,11 +86,11 @@ def test_lists_are_read_in_pages_and_transformed_as_they_arrive(cluster: FakeClu
         seen.append(job["metadata"]["name"])
         return {"metadata": {"name": job["metadata"]["name"]}}
 
-    old_page, kube.LIST_PAGE = kube.LIST_PAGE, 3
+    old_page, client_module.LIST_PAGE = client_module.LIST_PAGE, 3
     try:
         jobs, version = asyncio.run(api.list_jobs("default", "app=t", transform=slim))
     finally:
-        kube.LIST_PAGE = old_page
+        client_module.LIST_PAGE = old_page
         api.close()
     assert [j["metadata"]["name"] for j in jobs] == [f"page-{i}" for i in range(7)] == seen
     assert version.isdigit(), version  # where a watch of the same Jobs resumes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from modelengine.operator.kube import ClientApi
+from modelengine.operator.kube_client import ClientApi
 from modelengine.operator.leader import LeaseElector
 from tests.operator.harness import FakeCluster
 

@@ -14,7 +14,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from modelengine.operator.kube import ApiError, ClientApi
+from modelengine.operator.kube import ApiError
+from modelengine.operator.kube_client import ClientApi
 from tests.operator import rbac
 from tests.operator.harness import FakeCluster, kube_client
 

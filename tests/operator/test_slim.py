@@ -10,7 +10,7 @@ import kopf
 import pytest
 from kubernetes import client
 
-from modelengine.operator.kube import ClientApi
+from modelengine.operator.kube_client import ClientApi
 from modelengine.operator.run import connection_info
 from modelengine.operator.slim import EventsOnlyDiffBase, check_event_only
 from tests.operator.harness import FakeCluster, kube_client, wait_for

@@ -160,7 +160,8 @@ def _env_versions() -> list[str]:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     from modelengine.operator.controller import Controller
-    from modelengine.operator.kube import ApiError, ClientApi
+    from modelengine.operator.kube import ApiError
+    from modelengine.operator.kube_client import ClientApi
     from modelengine.operator.run import connection_info, operate
     from modelengine.operator.storage import StoreProvider
 

@@ -5,7 +5,7 @@ and watches every Job in the namespace (the label filter is applied client side)
 restart with 1,500 builder Jobs that one list was the operator's memory peak (≈60 MB
 parsed on top of the imports). Here:
 
-- the LIST is paged (`kube.LIST_PAGE` items) and each item is slimmed as its page arrives
+- the LIST is paged (`kube_client.LIST_PAGE` items) and each item is slimmed as its page arrives
   (`informers.slim_job`), so memory holds one page of whole Jobs at a time;
 - the WATCH carries the label selector, so the server sends only builder Jobs, and starts
   at the list's resourceVersion, so nothing is replayed and nothing falls in between;
@@ -26,12 +26,12 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from modelengine.errors import first_line
 from modelengine.operator.informers import key_of, slim_job
-from modelengine.operator.kube import ApiError, Listing
+from modelengine.operator.kube import ApiError, Listing, WatchStream
 from modelengine.operator.workqueue import Key
 
 log = logging.getLogger("modelengine.operator")
@@ -39,12 +39,6 @@ log = logging.getLogger("modelengine.operator")
 Observe = Callable[[str, dict[str, Any]], None]
 
 WATCH_TIMEOUT_SECONDS = 300  # a real server ends watches after 5-10 min anyway
-
-
-class WatchStream(Protocol):
-    def events(self) -> Iterator[dict[str, Any]]: ...
-
-    def close(self) -> None: ...
 
 
 class JobApi(Protocol):

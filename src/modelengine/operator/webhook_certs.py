@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from modelengine.errors import InfrastructureError
-from modelengine.operator.kube import ApiError, _message
+from modelengine.operator.kube import ApiError, api_message
 
 log = logging.getLogger("modelengine.operator.webhook")
 
@@ -390,7 +390,7 @@ class ClientCertApi:
             except ApiException as err:
                 if err.status == 404 and fn.__name__.startswith("read_"):
                     return None
-                raise ApiError(err.status or 0, _message(err)) from None
+                raise ApiError(err.status or 0, api_message(err)) from None
             try:
                 raw = response.data
             finally:
