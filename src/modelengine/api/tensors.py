@@ -9,16 +9,18 @@ Built in-process, a `TensorInfo` checks types only. Parsed from a document that 
 outside the process (a store: see `store.trust`), it is validated with the `UNTRUSTED`
 context, which turns on its bounds: name length, dtype spelling, rank, dimensions and,
 for profile shapes, the element count. The context is defined here, once, because every
-document that carries a tensor uses it.
+document that carries a tensor uses it; so are `when_untrusted` and `matching`, which make
+an `Annotated` field check apply under it only (the store's documents build theirs on them).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 
 # Validation context for documents read from outside the process (a store).
 UNTRUSTED: dict[str, Any] = {"untrusted": True}
@@ -28,10 +30,42 @@ MAX_RANK = 16
 MAX_DIM = 2**31 - 1
 MAX_TENSOR_NAME = 256
 
+T = TypeVar("T")
+
 
 def untrusted(info: ValidationInfo) -> bool:
     """Whether this validation parses a document read from outside the process."""
     return bool(isinstance(info.context, dict) and info.context.get("untrusted"))
+
+
+def when_untrusted(check: Callable[[T], object]) -> AfterValidator:
+    """A field check for `Annotated[...]` that runs only under the `UNTRUSTED` context;
+    `check` raises `ValueError` (its message is the refusal's) and its result is ignored."""
+
+    def validate(value: T, info: ValidationInfo) -> T:
+        if untrusted(info):
+            check(value)
+        return value
+
+    return AfterValidator(validate)
+
+
+def full_match(pattern: re.Pattern[str], what: str) -> Callable[[str], None]:
+    """A check that the whole value matches `pattern`: else `not <what>: '<value>'`."""
+
+    def check(value: str) -> None:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"not {what}: {value[:80]!r}")
+
+    return check
+
+
+def matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    """`full_match`, on untrusted documents only."""
+    return when_untrusted(full_match(pattern, what))
+
+
+DTypeName = Annotated[str, matching(DTYPE, "a dtype name")]
 
 
 class TensorInfo(BaseModel):
@@ -40,7 +74,7 @@ class TensorInfo(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str
-    dtype: str  # numpy dtype name: float32, float16, int64, ...
+    dtype: DTypeName  # numpy dtype name: float32, float16, int64, ...
     shape: list[int]  # -1 for dynamic dimensions
     min: list[int] | None = None
     opt: list[int] | None = None
@@ -54,13 +88,6 @@ class TensorInfo(BaseModel):
                 raise ValueError(f"tensor name length {len(value)} is out of range [1, {MAX_TENSOR_NAME}]")
             if any(ord(c) < 32 for c in value):
                 raise ValueError("tensor name holds control characters")
-        return value
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, value: str, info: ValidationInfo) -> str:
-        if untrusted(info) and not DTYPE.fullmatch(value):
-            raise ValueError(f"not a dtype name: {value[:80]!r}")
         return value
 
     @field_validator("shape")

@@ -17,12 +17,13 @@ downloads them into its work directory under those names) and bounds the lists.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from modelengine.store.manifest import DIGEST, MAX_TENSORS, SAFE_SEGMENT, TensorInfo, untrusted
+from modelengine.api.tensors import when_untrusted
+from modelengine.store.manifest import MAX_TENSORS, Digest, TensorInfo, count_of, each, is_file_name
 from modelengine.store.trust import parse_document
 
 MAX_FILES = 16
@@ -31,6 +32,9 @@ MAX_WARNINGS = 1000
 EXPORT_RECORD_NAME = "export.json"
 
 BranchVerdict = Literal["kept", "frozen-constant", "frozen-flips"]
+
+FileNames = Annotated[list[str], count_of("files", MAX_FILES, least=1), when_untrusted(each(is_file_name))]
+TensorList = Annotated[list[TensorInfo], count_of("tensors", MAX_TENSORS)]  # may be empty, unlike Tensors
 
 
 class _Doc(BaseModel):
@@ -62,45 +66,13 @@ class ExportVerification(_Doc):
 class ExportRecord(_Doc):
     """What the pipeline keeps about an exported ONNX; `files[0]` is the model file."""
 
-    export_digest: str
-    model_digest: str
-    files: list[str]
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo]
-    warnings: list[str] = Field(default_factory=list)
+    export_digest: Digest
+    model_digest: Digest
+    files: FileNames
+    inputs: TensorList
+    outputs: TensorList
+    warnings: Annotated[list[str], count_of("warnings", MAX_WARNINGS)] = Field(default_factory=list)
     verification: ExportVerification = Field(default_factory=ExportVerification)
-
-    @field_validator("export_digest", "model_digest")
-    @classmethod
-    def _digest(cls, value: str, info: ValidationInfo) -> str:
-        if untrusted(info) and not DIGEST.fullmatch(value):
-            raise ValueError(f"not a sha256 (64 hex digits): {value[:80]!r}")
-        return value
-
-    @field_validator("files")
-    @classmethod
-    def _files(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        if untrusted(info):
-            if not 0 < len(value) <= MAX_FILES:
-                raise ValueError(f"{len(value)} files: expected 1 to {MAX_FILES}")
-            for name in value:
-                if not SAFE_SEGMENT.fullmatch(name):
-                    raise ValueError(f"not a single file name: {name[:80]!r}")
-        return value
-
-    @field_validator("inputs", "outputs")
-    @classmethod
-    def _tensors(cls, value: list[TensorInfo], info: ValidationInfo) -> list[TensorInfo]:
-        if untrusted(info) and len(value) > MAX_TENSORS:
-            raise ValueError(f"{len(value)} tensors: at most {MAX_TENSORS}")
-        return value
-
-    @field_validator("warnings")
-    @classmethod
-    def _warnings(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        if untrusted(info) and len(value) > MAX_WARNINGS:
-            raise ValueError(f"{len(value)} warnings: at most {MAX_WARNINGS}")
-        return value
 
     def to_json(self) -> bytes:
         return self.model_dump_json(indent=2).encode()

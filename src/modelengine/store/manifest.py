@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sized
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # TensorInfo and the untrusted-document context are the API's (every document carries
 # tensors); re-exported here, where the store's documents are.
 from modelengine.api.tensors import UNTRUSTED as UNTRUSTED
 from modelengine.api.tensors import TensorInfo as TensorInfo
+from modelengine.api.tensors import full_match, matching, when_untrusted
 from modelengine.api.tensors import untrusted as untrusted
 
 MANIFEST_SCHEMA = 1
@@ -43,18 +46,84 @@ MAX_TENSORS = 256
 MAX_ENGINES = 64
 MAX_ENGINE_BYTES = 256 * 2**30
 MAX_TEXT = 1024
+MAX_GOLDEN_SAMPLES = 8
+MAX_GOLDEN_BYTES = 64 * 2**20  # the golden-samples file; store.golden bounds what it decodes to
+
+# -- field checks ------------------------------------------------------------------------
+# One definition per kind of check, as `Annotated` types the store's documents (here and in
+# `store.export_record`) declare their fields with. Each check runs on untrusted documents
+# only (`when_untrusted`); its message is the refusal's, after the field's name.
 
 
-def _match(pattern: re.Pattern[str], value: str, what: str) -> str:
-    if not pattern.fullmatch(value):
-        raise ValueError(f"not {what}: {value[:80]!r}")
-    return value
+def bounded_text(what: str) -> AfterValidator:
+    """At most `MAX_TEXT` characters, none of them a control character."""
+
+    def check(value: str) -> None:
+        if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
+            raise ValueError(f"{what} is longer than {MAX_TEXT} characters or holds control characters")
+
+    return when_untrusted(check)
 
 
-def _bounded_text(value: str, what: str) -> str:
-    if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
-        raise ValueError(f"{what} is longer than {MAX_TEXT} characters or holds control characters")
-    return value
+def byte_size(most: int) -> AfterValidator:
+    """A size in bytes, from 1 to `most`."""
+
+    def check(value: int) -> None:
+        if not 0 < value <= most:
+            raise ValueError(f"size {value} is out of range [1, {most}]")
+
+    return when_untrusted(check)
+
+
+def count_of(what: str, most: int, *, least: int = 0) -> AfterValidator:
+    """A list of `least` to `most` items; `what` names them in the message."""
+    expected = f"expected {least} to {most}" if least else f"at most {most}"
+
+    def check(value: Sized) -> None:
+        if not least <= len(value) <= most:
+            raise ValueError(f"{len(value)} {what}: {expected}")
+
+    return when_untrusted(check)
+
+
+def each(check: Callable[[str], None]) -> Callable[[list[str]], None]:
+    """`check` applied to every item (the list keeps the field's place in the message)."""
+
+    def check_all(values: list[str]) -> None:
+        for value in values:
+            check(value)
+
+    return check_all
+
+
+def _non_negative_finite(value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError("must be a finite, non-negative number")
+
+
+def _int64(value: int) -> None:
+    if not 0 <= value < 2**63:
+        raise ValueError("must be a non-negative 64-bit integer")
+
+
+def _sample_shapes(value: list[list[int]]) -> None:
+    if len(value) > MAX_TENSORS or any(len(s) > 16 or any(not 0 <= d < 2**31 for d in s) for s in value):
+        raise ValueError("shapes out of range (at most 256 inputs of rank <= 16, dims in [0, 2^31))")
+
+
+is_file_name = full_match(SAFE_SEGMENT, "a single file name")
+
+BuildKey = Annotated[str, matching(BUILD_KEY, "a build key (32 to 64 hex digits)")]
+Digest = Annotated[str, matching(DIGEST, "a sha256 (64 hex digits)")]
+FileName = Annotated[str, when_untrusted(is_file_name)]
+Token = Annotated[str, matching(TOKEN, "a name or version")]
+K8sName = Annotated[str, matching(K8S_NAME, "a Kubernetes name")]
+Text = Annotated[str, bounded_text("text")]
+Note = Annotated[str, bounded_text("note")]
+NonNegativeFinite = Annotated[float, when_untrusted(_non_negative_finite)]
+Generation = Annotated[int, when_untrusted(_int64)]
+EngineSize = Annotated[int, byte_size(MAX_ENGINE_BYTES)]
+Tensors = Annotated[list[TensorInfo], count_of("tensors", MAX_TENSORS, least=1)]
 
 
 class _Doc(BaseModel):
@@ -74,78 +143,24 @@ class ValidationFigures(_Doc):
     note: str | None = None
 
 
-MAX_GOLDEN_SAMPLES = 8
-MAX_GOLDEN_BYTES = 64 * 2**20  # the golden-samples file; store.golden bounds what it decodes to
-
-
 class GoldenSampleInfo(_Doc):
     """One golden sample as the manifest lists it: which profile point, at which shapes."""
 
-    label: str  # min | opt | max | static
-    shapes: list[list[int]]  # per input, in the manifest's input order
-
-    @field_validator("label")
-    @classmethod
-    def _label(cls, value: str, info: ValidationInfo) -> str:
-        return _match(TOKEN, value, "a sample label") if untrusted(info) else value
-
-    @field_validator("shapes")
-    @classmethod
-    def _shapes(cls, value: list[list[int]], info: ValidationInfo) -> list[list[int]]:
-        if untrusted(info) and (
-            len(value) > MAX_TENSORS or any(len(s) > 16 or any(not 0 <= d < 2**31 for d in s) for s in value)
-        ):
-            raise ValueError("shapes out of range (at most 256 inputs of rank <= 16, dims in [0, 2^31))")
-        return value
+    label: Annotated[str, matching(TOKEN, "a sample label")]  # min | opt | max | static
+    shapes: Annotated[list[list[int]], when_untrusted(_sample_shapes)]  # per input, in input order
 
 
 class GoldenSamples(_Doc):
     """The engine's acceptance test: inputs with their ONNX reference outputs (`store.golden`
     holds the file format), checked by the runtime before it reports ready."""
 
-    file: str  # file name beside the manifest: golden.<sha12>.npz
-    sha256: str
-    size: int
-    rtol: float
-    atol: float
-    samples: list[GoldenSampleInfo]
-    note: str | None = None  # what was left out (a profile point over the size cap)
-
-    @field_validator("file")
-    @classmethod
-    def _file(cls, value: str, info: ValidationInfo) -> str:
-        return _match(SAFE_SEGMENT, value, "a single file name") if untrusted(info) else value
-
-    @field_validator("sha256")
-    @classmethod
-    def _digest(cls, value: str, info: ValidationInfo) -> str:
-        return _match(DIGEST, value, "a sha256 (64 hex digits)") if untrusted(info) else value
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, value: int, info: ValidationInfo) -> int:
-        if untrusted(info) and not 0 < value <= MAX_GOLDEN_BYTES:
-            raise ValueError(f"size {value} is out of range [1, {MAX_GOLDEN_BYTES}]")
-        return value
-
-    @field_validator("rtol", "atol")
-    @classmethod
-    def _tolerance(cls, value: float, info: ValidationInfo) -> float:
-        if untrusted(info) and not (math.isfinite(value) and value >= 0):
-            raise ValueError("must be a finite, non-negative number")
-        return value
-
-    @field_validator("samples")
-    @classmethod
-    def _samples(cls, value: list[GoldenSampleInfo], info: ValidationInfo) -> list[GoldenSampleInfo]:
-        if untrusted(info) and not 0 < len(value) <= MAX_GOLDEN_SAMPLES:
-            raise ValueError(f"{len(value)} samples: expected 1 to {MAX_GOLDEN_SAMPLES}")
-        return value
-
-    @field_validator("note")
-    @classmethod
-    def _note(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _bounded_text(value, "note") if untrusted(info) and value is not None else value
+    file: FileName  # file name beside the manifest: golden.<sha12>.npz
+    sha256: Digest
+    size: Annotated[int, byte_size(MAX_GOLDEN_BYTES)]
+    rtol: NonNegativeFinite
+    atol: NonNegativeFinite
+    samples: Annotated[list[GoldenSampleInfo], count_of("samples", MAX_GOLDEN_SAMPLES, least=1)]
+    note: Note | None = None  # what was left out (a profile point over the size cap)
 
 
 class EngineTarget(_Doc):
@@ -155,156 +170,47 @@ class EngineTarget(_Doc):
 
 class EngineManifest(_Doc):
     schema_version: int = MANIFEST_SCHEMA
-    build_key: str
-    model_digest: str
-    onnx_digest: str
-    backend: str
-    backend_version: str
+    build_key: BuildKey
+    model_digest: Digest
+    onnx_digest: Digest
+    backend: Token
+    backend_version: Token
     target: EngineTarget
-    hardware_compatibility: str = "none"
-    precision: str
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo]
-    engine_file: str  # file name beside the manifest
-    sha256: str
-    size: int
+    hardware_compatibility: Token = "none"
+    precision: Token
+    inputs: Tensors
+    outputs: Tensors
+    engine_file: FileName  # file name beside the manifest
+    sha256: Digest
+    size: EngineSize
     validation: ValidationFigures | None = None
     golden: GoldenSamples | None = None  # absent in engines built before acceptance at load
-    build_seconds: float
-    created: str  # RFC 3339 UTC
-    builder: str = Field(default="", description="Who built it: host / job name.")
-
-    @field_validator("build_key")
-    @classmethod
-    def _build_key(cls, value: str, info: ValidationInfo) -> str:
-        return _match(BUILD_KEY, value, "a build key (32 to 64 hex digits)") if untrusted(info) else value
-
-    @field_validator("model_digest", "onnx_digest", "sha256")
-    @classmethod
-    def _digest(cls, value: str, info: ValidationInfo) -> str:
-        return _match(DIGEST, value, "a sha256 (64 hex digits)") if untrusted(info) else value
-
-    @field_validator("backend", "backend_version", "precision", "hardware_compatibility")
-    @classmethod
-    def _token(cls, value: str, info: ValidationInfo) -> str:
-        return _match(TOKEN, value, "a name or version") if untrusted(info) else value
-
-    @field_validator("engine_file")
-    @classmethod
-    def _engine_file(cls, value: str, info: ValidationInfo) -> str:
-        return _match(SAFE_SEGMENT, value, "a single file name") if untrusted(info) else value
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, value: int, info: ValidationInfo) -> int:
-        if untrusted(info) and not 0 < value <= MAX_ENGINE_BYTES:
-            raise ValueError(f"size {value} is out of range [1, {MAX_ENGINE_BYTES}]")
-        return value
-
-    @field_validator("inputs", "outputs")
-    @classmethod
-    def _tensors(cls, value: list[TensorInfo], info: ValidationInfo) -> list[TensorInfo]:
-        if untrusted(info) and not 0 < len(value) <= MAX_TENSORS:
-            raise ValueError(f"{len(value)} tensors: expected 1 to {MAX_TENSORS}")
-        return value
-
-    @field_validator("build_seconds")
-    @classmethod
-    def _seconds(cls, value: float, info: ValidationInfo) -> float:
-        if untrusted(info) and not (math.isfinite(value) and value >= 0):
-            raise ValueError("must be a finite, non-negative number")
-        return value
-
-    @field_validator("created", "builder")
-    @classmethod
-    def _text(cls, value: str, info: ValidationInfo) -> str:
-        return _bounded_text(value, "text") if untrusted(info) else value
+    build_seconds: NonNegativeFinite
+    created: Text  # RFC 3339 UTC
+    builder: Text = Field(default="", description="Who built it: host / job name.")
 
 
 class ReleaseEngine(_Doc):
-    target: str  # ResolvedTarget.name
-    build_key: str
-    backend: str
-    backend_version: str
+    target: Text  # ResolvedTarget.name
+    build_key: BuildKey
+    backend: Token
+    backend_version: Token
     compute_capability: str | None = None
     product: str | None = None
-    hardware_compatibility: str = "none"
-    uri: str  # engine file URI
-    manifest_uri: str
-    sha256: str
-    size: int
-
-    @field_validator("build_key")
-    @classmethod
-    def _build_key(cls, value: str, info: ValidationInfo) -> str:
-        return _match(BUILD_KEY, value, "a build key (32 to 64 hex digits)") if untrusted(info) else value
-
-    @field_validator("sha256")
-    @classmethod
-    def _digest(cls, value: str, info: ValidationInfo) -> str:
-        return _match(DIGEST, value, "a sha256 (64 hex digits)") if untrusted(info) else value
-
-    @field_validator("backend", "backend_version", "hardware_compatibility")
-    @classmethod
-    def _token(cls, value: str, info: ValidationInfo) -> str:
-        return _match(TOKEN, value, "a name or version") if untrusted(info) else value
-
-    @field_validator("target", "uri", "manifest_uri")
-    @classmethod
-    def _text(cls, value: str, info: ValidationInfo) -> str:
-        return _bounded_text(value, "text") if untrusted(info) else value
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, value: int, info: ValidationInfo) -> int:
-        if untrusted(info) and not 0 < value <= MAX_ENGINE_BYTES:
-            raise ValueError(f"size {value} is out of range [1, {MAX_ENGINE_BYTES}]")
-        return value
+    hardware_compatibility: Token = "none"
+    uri: Text  # engine file URI
+    manifest_uri: Text
+    sha256: Digest
+    size: EngineSize
 
 
 class ReleaseRecord(_Doc):
     schema_version: int = RELEASE_SCHEMA
-    namespace: str
-    name: str
-    generation: int = 0
-    model_digest: str
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo]
-    engines: list[ReleaseEngine]
-    updated: str
-
-    @field_validator("namespace", "name")
-    @classmethod
-    def _k8s_name(cls, value: str, info: ValidationInfo) -> str:
-        return _match(K8S_NAME, value, "a Kubernetes name") if untrusted(info) else value
-
-    @field_validator("model_digest")
-    @classmethod
-    def _digest(cls, value: str, info: ValidationInfo) -> str:
-        return _match(DIGEST, value, "a sha256 (64 hex digits)") if untrusted(info) else value
-
-    @field_validator("inputs", "outputs")
-    @classmethod
-    def _tensors(cls, value: list[TensorInfo], info: ValidationInfo) -> list[TensorInfo]:
-        if untrusted(info) and not 0 < len(value) <= MAX_TENSORS:
-            raise ValueError(f"{len(value)} tensors: expected 1 to {MAX_TENSORS}")
-        return value
-
-    @field_validator("engines")
-    @classmethod
-    def _engines(cls, value: list[ReleaseEngine], info: ValidationInfo) -> list[ReleaseEngine]:
-        if untrusted(info) and not 0 < len(value) <= MAX_ENGINES:
-            raise ValueError(f"{len(value)} engines: expected 1 to {MAX_ENGINES}")
-        return value
-
-    @field_validator("generation")
-    @classmethod
-    def _generation(cls, value: int, info: ValidationInfo) -> int:
-        if untrusted(info) and not 0 <= value < 2**63:
-            raise ValueError("must be a non-negative 64-bit integer")
-        return value
-
-    @field_validator("updated")
-    @classmethod
-    def _text(cls, value: str, info: ValidationInfo) -> str:
-        return _bounded_text(value, "text") if untrusted(info) else value
+    namespace: K8sName
+    name: K8sName
+    generation: Generation = 0
+    model_digest: Digest
+    inputs: Tensors
+    outputs: Tensors
+    engines: Annotated[list[ReleaseEngine], count_of("engines", MAX_ENGINES, least=1)]
+    updated: Text
