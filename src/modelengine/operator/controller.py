@@ -8,7 +8,8 @@ memory and delegates each step to the module that owns it:
     spec → store (`storage`) → model digest (`sources`: source record, or a resolve Job)
     → plan (`plan`) → per-target engine state (`engines`,
     starting Jobs through `builds`) → status (`status`, written by `status_writer`) →
-    release record (`release_record`) → serving objects (`serving`)
+    release record (`release_record`: once every target is Ready or Failed, the Ready
+    engines) → serving objects (`serving`: groups for the kinds with a Ready engine)
 
 and deletion to `retention`. What keeps the API traffic at its minimum: reads come from
 the watch streams, never GETs (except a failed Job's Pods and a storage Secret, cached);
@@ -53,7 +54,7 @@ from modelengine.operator.limiter import BuildLimiter
 from modelengine.operator.metrics import Metrics
 from modelengine.operator.plan import Plan, make_plan
 from modelengine.operator.priming import prime
-from modelengine.operator.release_record import publish_release
+from modelengine.operator.release_record import publish_release, released_targets, should_publish
 from modelengine.operator.retention import Retention
 from modelengine.operator.rollouts import Rollouts
 from modelengine.operator.serving import ServingSync
@@ -240,9 +241,9 @@ class Controller:
         if groups is not None:
             desired = with_serving(desired, await self.rollouts.statuses(key, me, groups), current)
             self.rollouts.announce(self.status.post_event, body, current, desired)
-        released = (current.phase, current.observed_generation, current.engines)
-        if desired.phase is Phase.READY and released != (Phase.READY, generation, desired.engines):
-            await publish_release(me, generation, plan, store, manifest=self.engines.manifest)
+        if should_publish(current, desired, generation):
+            ready = released_targets(plan.targets, engines)
+            await publish_release(me, generation, ready, store, manifest=self.engines.manifest)
         await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
         self.inputs.report_refused(key, body, [e.reason or "" for e in engines if refused(e)])
         await self._serve(key, body, me, desired.phase, groups)
