@@ -9,17 +9,23 @@ removing `spec.serving` deleting every group.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from modelengine.api.models import BackendName
+from modelengine.api.models import BackendName, EngineStatus, RolloutPhase
 from modelengine.api.targets import GpuKind, ResolvedTarget
 from modelengine.api.validation import parse_modelengine
 from modelengine.operator import serving_objects as serving
 from modelengine.operator.config import OperatorConfig
+from modelengine.operator.informers import Informers
+from modelengine.operator.kube import KubeApi
+from modelengine.operator.metrics import Metrics
+from modelengine.operator.rollouts import Rollouts
+from modelengine.operator.serving import ServingSync
 from modelengine.operator.serving_groups import ServingGroup, plan_groups
 from tests.operator.conftest import NAMESPACE, World
 from tests.operator.harness import gpu_node, wait_for
@@ -155,6 +161,70 @@ def test_groups_one_per_gpu_kind_with_an_engine_none_elsewhere_and_the_version_g
     assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "3"
 
 
+GEMM = "Cannot compile operation '/fc/Gemm' for Turing (SM75): FP32 GEMM is not supported"
+
+
+def test_a_kind_whose_build_failed_gets_no_group_and_the_builds_reason() -> None:
+    """PartiallyReady: the Ready engines get their groups; a kind whose engine failed to build
+    is a kind without an engine (`NoEngine`), its status carrying the build's first line."""
+    t4, h100 = GpuKind("Tesla-T4", "7.5"), GpuKind("NVIDIA-H100", "9.0")
+    engines = [
+        EngineStatus.model_validate(
+            {
+                "target": "tensorrt-rtx-cc8.9",
+                "buildKey": "8" * 32,
+                "phase": "Ready",
+                "backend": "tensorrt-rtx",
+                "backendVersion": "1.7.1.116",
+                "computeCapability": "8.9",
+            }
+        ),
+        EngineStatus.model_validate(
+            {
+                "target": "tensorrt-rtx-cc7.5",
+                "buildKey": "7" * 32,
+                "phase": "Failed",
+                "backend": "tensorrt-rtx",
+                "backendVersion": "1.7.1.116",
+                "computeCapability": "7.5",
+                "reason": f"tensorrt-rtx-cc7.5: {GEMM}\nTraceback ...",
+            }
+        ),
+    ]
+    me = _me(maxReplicas=2)
+    config = OperatorConfig(runtime_backend_versions={"tensorrt-rtx": "1.7.1.116"})
+    sync = ServingSync(api=cast(KubeApi, None), config=config, cache=Informers())
+    metrics = Metrics()
+    plan = sync.plan(me, engines, [h100, L4, t4], metrics)
+    assert plan is not None
+    assert [(g.slug, g.target.name) for g in plan.groups] == [("nvidia-l4", "tensorrt-rtx-cc8.9")]
+    assert plan.without_engine == [h100, t4] and plan.blocked == []
+    assert plan.build_failures == {t4: ("tensorrt-rtx-cc7.5", GEMM)}
+    labels = {"namespace": "ml", "modelengine": "resnet"}
+    assert metrics.value("modelengine_gpu_kinds_without_engine", labels) == 2
+    rollouts = Rollouts(api=cast(KubeApi, None), cache=Informers())
+    statuses = {s.group: s for s in asyncio.run(rollouts.statuses(("ml", "resnet"), me, plan))}
+    assert statuses["nvidia-l4"].phase is RolloutPhase.PROGRESSING
+    assert statuses["nvidia-l4"].deployment == "resnet-nvidia-l4-runtime"
+    assert statuses["Tesla-T4"].phase is RolloutPhase.NO_ENGINE and statuses["Tesla-T4"].deployment is None
+    assert statuses["Tesla-T4"].reason == (
+        f"no engine for Tesla-T4 (7.5): no pods there; the build of tensorrt-rtx-cc7.5 failed: {GEMM}"
+    )
+    assert statuses["NVIDIA-H100"].reason == "no engine for NVIDIA-H100 (9.0): no pods there"
+
+    # A failed engine pinned to a product whose kind another engine serves: nothing to report.
+    pinned = ResolvedTarget(BackendName.TENSORRT_RTX, "8.9", "NVIDIA-L4")
+    served = plan_groups(
+        me.spec.serving,
+        kinds=[L4, t4],
+        released=[(GPU, "1.7.1.116")],
+        runtime_versions={BackendName.TENSORRT_RTX: "1.7.1.116"},
+        failed=[(pinned, "boom"), (ResolvedTarget(BackendName.TENSORRT_RTX, "7.5"), GEMM)],
+    )
+    assert [g.slug for g in served.groups] == ["nvidia-l4"]
+    assert served.build_failures == {t4: ("tensorrt-rtx-cc7.5", GEMM)}
+
+
 def test_service_and_hpa_per_metric() -> None:
     svc = serving.service(me=_me(), uid="u")
     assert svc["spec"]["type"] == "ClusterIP"
@@ -263,8 +333,8 @@ def _writes(world: World, start: int) -> list[tuple[str, str]]:
     return out
 
 
-def _group_objects(world: World, group: str) -> dict[str, dict[str, Any] | None]:
-    name = f"served-{group}-runtime"
+def _group_objects(world: World, group: str, me: str = "served") -> dict[str, dict[str, Any] | None]:
+    name = f"{me}-{group}-runtime"
     return {
         plural: world.cluster.get(plural, NAMESPACE, name)
         for plural in ("deployments", "horizontalpodautoscalers", "poddisruptionbudgets")
@@ -275,8 +345,8 @@ def _deployments(world: World) -> list[str]:
     return sorted(d["metadata"]["name"] for d in world.cluster.objects("deployments", NAMESPACE))
 
 
-def _groups(world: World) -> dict[str, dict[str, Any]]:
-    return {g["group"]: g for g in world.status("served").get("serving") or []}
+def _groups(world: World, me: str = "served") -> dict[str, dict[str, Any]]:
+    return {g["group"]: g for g in world.status(me).get("serving") or []}
 
 
 def test_serving_groups_follow_the_modelengine_and_the_cluster(world: World, chart: Path) -> None:
@@ -592,3 +662,187 @@ def test_a_stalled_rollout_reports_the_runtimes_own_reason(world: World, chart: 
     finally:
         operator.stop()
         world.delete("accept")
+
+
+def _release(world: World, name: str) -> Any:
+    from modelengine.store.publish import read_release
+    from modelengine.store.s3 import S3Store, s3_client
+    from tests.operator.conftest import CREDENTIALS
+
+    store = S3Store(
+        world.bucket, "store", client=s3_client(endpoint_url=world.endpoint, credentials=CREDENTIALS)
+    )
+    return read_release(store, NAMESPACE, name)
+
+
+def _versions(world: World, deployments: list[str]) -> dict[str, str]:
+    """Each Deployment's resourceVersion (unchanged: nothing wrote it)."""
+    out = {}
+    for name in deployments:
+        dep = world.cluster.get("deployments", NAMESPACE, name)
+        assert dep is not None, name
+        out[name] = str(dep["metadata"]["resourceVersion"])
+    return out
+
+
+def _ready_doc(world: World, deployment: str) -> dict[str, Any]:
+    """What the serving pod's runtime answers on /v2/health/ready."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{world.node.serving_port(NAMESPACE, deployment)}/v2/health/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            doc: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        doc = json.loads(err.read())
+    return doc
+
+
+def test_a_partially_ready_modelengine_serves_its_ready_engines(world: World, chart: Path) -> None:
+    """One GPU kind's build fails (a real TRT-RTX refusal: no FP32 GEMM on Turing): the others
+    are released and served, the failed kind gets no pods and says why; removing the failed
+    target makes it Ready with the same serving objects, untouched."""
+    # A Turing node pool: TRT-RTX 1.7 cannot compile the tiny model's FP32 GEMM for 7.5.
+    world.core.create_node(gpu_node("gpu-t4-0", "Tesla-T4", "7.5", family="turing"))
+    doc = world.modelengine(
+        "partial",
+        opt=8,  # keys no other test builds
+        targets=[{"computeCapability": "8.9"}, {"computeCapability": "7.5"}, {"cpu": True}],
+        serving={"cpu": True, "maxReplicas": 2},
+    )
+    groups = ("nvidia-l4", "cpu")
+    operator = world.operator(
+        kubeconfig=chart, options={"runtime_image": "runtime:test", "status_interval_seconds": 0}
+    )
+    try:
+        world.apply(doc)
+        status = wait_for(
+            lambda: world.status("partial").get("phase") == "PartiallyReady" and world.status("partial"),
+            timeout=180,
+            what="PartiallyReady",
+            show=lambda: world.status("partial"),
+        )
+        engines = {e["target"]: e for e in status["engines"]}
+        assert {t: e["phase"] for t, e in engines.items()} == {
+            "tensorrt-rtx-cc8.9": "Ready",
+            "tensorrt-rtx-cc7.5": "Failed",
+            "onnxruntime-cpu": "Ready",
+        }
+        assert "FP32 GEMM is not supported" in engines["tensorrt-rtx-cc7.5"]["reason"]
+        assert status["targetsReady"] == "2/3"
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "PartiallyReady")
+        assert (conditions["Stalled"]["status"], conditions["Stalled"]["reason"]) == ("True", "BuildFailed")
+        assert conditions["Stalled"]["message"].startswith("tensorrt-rtx-cc7.5: ")
+        assert conditions["Reconciling"]["status"] == "False"
+
+        # The release record holds the two Ready engines, and nothing of the failed one.
+        record = wait_for(lambda: _release(world, "partial"), what="the release record")
+        assert record.generation == 1
+        assert [(e.target, e.build_key) for e in record.engines] == [
+            ("onnxruntime-cpu", engines["onnxruntime-cpu"]["buildKey"]),
+            ("tensorrt-rtx-cc8.9", engines["tensorrt-rtx-cc8.9"]["buildKey"]),
+        ]
+
+        # A group for the Ready GPU kind and the CPU group; none for the Turing kind.
+        for g in groups:
+            wait_for(lambda g=g: all(_group_objects(world, g, "partial").values()), what=g)  # type: ignore[misc]
+        assert [d for d in _deployments(world) if d.startswith("partial-")] == sorted(
+            f"partial-{g}-runtime" for g in groups
+        )
+        wait_for(lambda: world.cluster.get("services", NAMESPACE, "partial-runtime"), what="Service")
+        # The CPU pod's runtime reads the record, finds its engine and turns ready.
+        wait_for(
+            lambda: (
+                int(
+                    (
+                        (world.cluster.get("deployments", NAMESPACE, "partial-cpu-runtime") or {}).get(
+                            "status"
+                        )
+                        or {}
+                    ).get("readyReplicas")
+                    or 0
+                )
+                >= 1
+            ),
+            timeout=120,
+            what="the CPU group's pod ready",
+        )
+        ready = _ready_doc(world, "partial-cpu-runtime")
+        assert ready["ready"] is True and ready["release_generation"] == 1
+        assert ready["engine"]["target"] == "onnxruntime-cpu"
+
+        serving = wait_for(
+            lambda: len(_groups(world, "partial")) == 6 and _groups(world, "partial"), what="serving status"
+        )
+        assert serving["nvidia-l4"]["engine"] == "tensorrt-rtx-cc8.9"
+        assert serving["cpu"]["engine"] == "onnxruntime-cpu"
+        assert {g for g, v in serving.items() if v["phase"] == "NoEngine"} == {
+            "Tesla-T4",
+            "NVIDIA-A100-SXM4-80GB",
+            "NVIDIA-A10",
+            "NVIDIA-H100-80GB-HBM3",
+        }
+        t4 = serving["Tesla-T4"]
+        assert "deployment" not in t4 or t4["deployment"] is None
+        assert t4["reason"].startswith(
+            "no engine for Tesla-T4 (7.5): no pods there; the build of tensorrt-rtx-cc7.5 failed: "
+        )
+        assert "FP32 GEMM is not supported" in t4["reason"]
+        assert serving["NVIDIA-A10"]["reason"] == "no engine for NVIDIA-A10 (8.6): no pods there"
+        # Both groups' pods run on the test node (no GPU: the L4 group's runtime falls back to
+        # the CPU engine) and roll out; then nothing is left to change.
+        wait_for(
+            lambda: all(_groups(world, "partial")[g]["phase"] == "RolledOut" for g in groups),
+            timeout=120,
+            what="both groups rolled out",
+            show=lambda: _groups(world, "partial"),
+        )
+        wait_for(lambda: operator.controller.idle.is_set(), what="idle")
+        served = _versions(world, [f"partial-{g}-runtime" for g in groups])
+
+        # The spec fixed (the Turing target removed): Ready, the same release and serving,
+        # and no serving object written.
+        start = len(world.cluster.requests())
+        doc["spec"]["targets"] = [{"computeCapability": "8.9"}, {"cpu": True}]
+        world.apply(doc)
+        status = wait_for(
+            lambda: (
+                world.status("partial").get("phase") == "Ready"
+                and world.status("partial").get("observedGeneration") == 2
+                and world.status("partial")
+            ),
+            timeout=60,
+            what="Ready at generation 2",
+            show=lambda: world.status("partial"),
+        )
+        assert status["targetsReady"] == "2/2"
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert conditions["Ready"]["status"] == "True" and conditions["Stalled"]["status"] == "False"
+        wait_for(lambda: operator.controller.idle.is_set(), what="idle")
+        record = wait_for(
+            lambda: (r := _release(world, "partial")) and r.generation == 2 and r, what="generation 2"
+        )
+        assert [e.target for e in record.engines] == ["onnxruntime-cpu", "tensorrt-rtx-cc8.9"]
+        assert [d for d in _deployments(world) if d.startswith("partial-")] == sorted(
+            f"partial-{g}-runtime" for g in groups
+        )
+        assert _versions(world, [f"partial-{g}-runtime" for g in groups]) == served  # untouched
+        serving = _groups(world, "partial")
+        assert serving["Tesla-T4"]["reason"] == "no engine for Tesla-T4 (7.5): no pods there"
+        writes = _writes(world, start)
+        # The failed target's Job is superseded, the status turns Ready (and says so in an
+        # Event): nothing else, no serving object, no new Job.
+        failed_job = "me-build-" + engines["tensorrt-rtx-cc7.5"]["buildKey"][:20]
+        assert sorted(writes) == [
+            ("DELETE", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{failed_job}"),
+            ("PATCH", f"/apis/modelengine.io/v1alpha1/namespaces/{NAMESPACE}/modelengines/partial/status"),
+            ("POST", f"/api/v1/namespaces/{NAMESPACE}/events"),
+        ]
+        assert _refused(world) == []  # the chart granted every call the operator made
+    finally:
+        operator.stop()
+        world.delete("partial")
+        world.core.delete_node("gpu-t4-0")

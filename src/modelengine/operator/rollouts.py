@@ -30,6 +30,7 @@ from modelengine.operator.serving_objects import HTTP_PORT, group_name
 
 log = logging.getLogger("modelengine.operator")
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
+_MAX_REASON = 1000
 
 
 class Rollouts:
@@ -57,13 +58,17 @@ class Rollouts:
         for group, why in plan.blocked:
             out.append(_status(me, group, RolloutPhase.VERSION_MISMATCH, why, None, None))
         for kind in plan.without_engine:
+            reason = f"no engine for {kind.product} ({kind.compute_capability}): no pods there"
+            if kind in plan.build_failures:
+                target, why = plan.build_failures[kind]
+                reason = f"{reason}; the build of {target} failed: {why}"[:_MAX_REASON]
             out.append(
                 ServingGroupStatus(
                     group=kind.product,
                     phase=RolloutPhase.NO_ENGINE,
                     product=kind.product,
                     compute_capability=kind.compute_capability,
-                    reason=f"no engine for {kind.product} ({kind.compute_capability}): no pods there",
+                    reason=reason,
                 )
             )
         return out

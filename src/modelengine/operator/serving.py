@@ -9,7 +9,9 @@ Writes happen only when the rendering differs from what this process last applie
 restarted operator reads the objects (Deployments from the watch cache, the rest by GET)
 and writes nothing when they already match after the server's defaulting
 (`serving_objects.needs_update`). While a new release builds, the previous one keeps
-serving: objects are applied only when the ModelEngine is Ready.
+serving: objects are applied only once every target is final, the phases the release
+record is published in: `Ready`, or `PartiallyReady` (the kinds whose build failed get no
+group, exactly as kinds without an engine, and `status.serving[]` gives the build's reason).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from typing import Any
 
 from modelengine.api.models import BackendName, EnginePhase, EngineStatus, ModelEngine, Phase
 from modelengine.api.targets import GpuKind, ResolvedTarget
+from modelengine.errors import first_line
 from modelengine.operator.config import OperatorConfig
 from modelengine.operator.informers import Informers
 from modelengine.operator.kube import ApiError, KubeApi
 from modelengine.operator.metrics import Metrics
+from modelengine.operator.release_record import RELEASED_PHASES
 from modelengine.operator.serving_groups import GroupPlan, plan_groups
 from modelengine.operator.serving_objects import group_name, needs_update, render, serving_name
 from modelengine.operator.workqueue import Key
@@ -47,15 +51,21 @@ class ServingSync:
         if me.spec.serving is None:
             return None
         released = [
-            (ResolvedTarget(BackendName(e.backend), e.compute_capability, e.product), e.backend_version)
+            (_target_of(e), e.backend_version)
             for e in engines
             if e.phase is EnginePhase.READY and e.backend_version
+        ]
+        failed = [
+            (target, _failure(e))
+            for e in engines
+            if e.phase is EnginePhase.FAILED and (target := _known_target(e)) is not None
         ]
         plan = plan_groups(
             me.spec.serving,
             kinds=kinds,
             released=released,
             runtime_versions={b: self._config.runtime_backend_version(b) for b in BackendName},
+            failed=failed,
         )
         labels = {"namespace": me.metadata.namespace, "modelengine": me.metadata.name}
         metrics.kinds_without_engine.labels(**labels).set(len(plan.without_engine))
@@ -67,7 +77,7 @@ class ServingSync:
         if me.spec.serving is None:
             await self._remove(key, me, keep=set())
             return
-        if phase is not Phase.READY:
+        if phase not in RELEASED_PHASES:
             return  # keep serving the previous release while a new one builds
         objects = render(me=me, uid=uid, config=self._config, groups=plan.groups)
         fingerprint = json.dumps(objects, sort_keys=True)
@@ -123,6 +133,24 @@ class ServingSync:
 
     def forget(self, key: Key) -> None:
         self._applied.pop(key, None)  # owner references let the garbage collector delete them
+
+
+def _target_of(engine: EngineStatus) -> ResolvedTarget:
+    return ResolvedTarget(BackendName(engine.backend), engine.compute_capability, engine.product)
+
+
+def _known_target(engine: EngineStatus) -> ResolvedTarget | None:
+    try:
+        return _target_of(engine)
+    except ValueError:  # a backend this operator does not know: nothing to match a kind with
+        return None
+
+
+def _failure(engine: EngineStatus) -> str:
+    """A failed engine's reason, one line, without the `target: ` prefix builders may add."""
+    reason = first_line(engine.reason or "build failed")
+    prefix = f"{engine.target}: "
+    return reason[len(prefix) :] if reason.startswith(prefix) else reason
 
 
 def _owned_by(dep: dict[str, Any], name: str) -> bool:

@@ -3,10 +3,11 @@
 Pure functions. Each GPU kind among the Nodes that has a Ready engine in the release gets
 its own group (a Deployment pinned to that kind, its HPA and PDB), so a pod only ever
 lands where an engine built for its GPU exists; a kind without one gets no pods and is
-reported (`NoEngine`). A CPU group exists only when `spec.serving.cpu` asks for it and a
-CPU engine is released. An engine the serving image cannot load (its backend version
-differs and is not version-compatible) blocks its group (`VersionMismatch`) instead of
-rolling out pods that would never become ready.
+reported (`NoEngine`), with the build's reason when its engine's build failed (a
+`PartiallyReady` ModelEngine serves its other kinds). A CPU group exists only when
+`spec.serving.cpu` asks for it and a CPU engine is released. An engine the serving image
+cannot load (its backend version differs and is not version-compatible) blocks its group
+(`VersionMismatch`) instead of rolling out pods that would never become ready.
 
 An engine serves a kind when its compute capability equals the kind's and, when the
 target pinned a product, the product matches too; a product-pinned engine wins over a
@@ -15,8 +16,8 @@ capability-only one, GPU backends in the order the runtime prefers them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from modelengine.api.models import BackendName, ServingGroupSpec, ServingSpec
 from modelengine.api.targets import GpuKind, ResolvedTarget
@@ -40,6 +41,8 @@ class GroupPlan:
     groups: list[ServingGroup]  # to roll out
     blocked: list[tuple[ServingGroup, str]]  # version gate: (group, why)
     without_engine: list[GpuKind]
+    # kinds without an engine because the build for them failed: kind → (target name, reason)
+    build_failures: dict[GpuKind, tuple[str, str]] = field(default_factory=dict)
 
 
 def slug(product: str) -> str:
@@ -52,17 +55,23 @@ def plan_groups(
     kinds: list[GpuKind],
     released: list[tuple[ResolvedTarget, str]],
     runtime_versions: Mapping[BackendName, str | None],
+    failed: Sequence[tuple[ResolvedTarget, str]] = (),
 ) -> GroupPlan:
-    """`released`: (target, backend version) of every Ready engine in the release."""
+    """`released`: (target, backend version) of every Ready engine in the release;
+    `failed`: (target, reason) of every engine whose build failed."""
     overrides = {o.product: o for o in serving.groups}
     groups: list[ServingGroup] = []
     blocked: list[tuple[ServingGroup, str]] = []
     without: list[GpuKind] = []
     candidates: list[tuple[GpuKind | None, str, ResolvedTarget, str]] = []
+    failures: dict[GpuKind, tuple[str, str]] = {}
     for gpu in kinds:
         found = _engine_for(gpu, released)
         if found is None:
             without.append(gpu)
+            lost = _engine_for(gpu, list(failed))
+            if lost is not None:
+                failures[gpu] = (lost[0].name, lost[1])
         else:
             candidates.append((gpu, gpu.product, *found))
     if serving.cpu:
@@ -80,7 +89,7 @@ def plan_groups(
             )
         else:
             groups.append(group)
-    return GroupPlan(groups, blocked, without)
+    return GroupPlan(groups, blocked, without, failures)
 
 
 def _engine_for(
