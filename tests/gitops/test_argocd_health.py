@@ -131,6 +131,30 @@ def test_partially_ready_is_degraded_naming_the_failed_target() -> None:
     assert health(doc)[1] == "sm90-h100: export refused: data-dependent branch"
 
 
+def test_partially_ready_and_serving_its_ready_kinds_is_still_degraded() -> None:
+    """Serving the Ready engines does not make a failed target healthy: it needs a spec edit
+    (Stalled), so Argo CD says Degraded with the build's reason; `status.serving` shows the
+    kinds that serve and the one that cannot."""
+    failed = engine("sm75-t4", "Failed", "sm75-t4: FP32 GEMM is not supported on Turing (SM75)")
+    groups = [
+        group("NVIDIA-L4", RolloutPhase.ROLLED_OUT, replicas=2, ready_replicas=2),
+        group(
+            "Tesla-T4",
+            RolloutPhase.NO_ENGINE,
+            "no engine for Tesla-T4 (7.5): no pods there; the build of sm75-t4 failed: FP32 GEMM is not supported",
+        ),
+    ]
+    doc = modelengine(with_serving(status([engine("sm89-l4", "Ready"), failed]), groups, None))
+    assert doc["status"]["phase"] == "PartiallyReady"
+    assert [condition(doc, c)["status"] for c in ("Ready", "Reconciling", "Stalled")] == [
+        "False",
+        "False",
+        "True",
+    ]
+    assert condition(doc, "RolloutStalled")["status"] == "False"
+    assert health(doc) == ("Degraded", "sm75-t4: FP32 GEMM is not supported on Turing (SM75)")
+
+
 def test_failed_build_is_degraded() -> None:
     doc = modelengine(status([engine("sm89-l4", "Failed", "sm89-l4: unsupported op aten::foo")]))
     assert doc["status"]["phase"] == "Failed"

@@ -59,6 +59,16 @@ def documents() -> dict[str, Doc]:
         "building, rollout stalled": modelengine(with_serving(building, stalled, None)),
         "ready": modelengine(status(READY)),
         "partially ready": modelengine(status([engine("a", "Ready"), engine("b", "Failed", "b: boom")])),
+        "partially ready, serving": modelengine(
+            with_serving(
+                status([engine("a", "Ready"), engine("b", "Failed", "b: boom")]),
+                [
+                    group("NVIDIA-L4", RolloutPhase.ROLLED_OUT, replicas=1, ready_replicas=1),
+                    group("Tesla-T4", RolloutPhase.NO_ENGINE, "no engine; the build of b failed: boom"),
+                ],
+                None,
+            )
+        ),
         "failed": modelengine(status([engine("a", "Failed", "a: boom")])),
         "invalid spec": modelengine(status([], problems=["spec.x: bad"])),
         "transient fault": modelengine(status([], error="store unreachable")),
