@@ -17,7 +17,7 @@ from modelengine.api.models import BackendName, EngineStatus, ModelEngineStatus,
 from modelengine.api.targets import ResolvedTarget
 from modelengine.api.validation import parse_modelengine
 from modelengine.operator.plan import PlannedTarget
-from modelengine.operator.release_record import publish_release, released_targets, should_publish
+from modelengine.operator.release_record import held_kinds, publish_release, released_targets, should_publish
 from modelengine.operator.status import desired_status
 from modelengine.runtime.accelerator import Accelerator
 from modelengine.runtime.selection import select_engine
@@ -86,7 +86,8 @@ def test_a_generation_is_published_once_every_target_is_final_with_one_ready() -
     assert fixed.phase is Phase.READY and should_publish(partial, fixed, 2) is True
     # The failed build fixed in place (same generation, the engine now Ready): published.
     assert should_publish(partial, status(ready.engines, 1, current=partial), 1) is True
-    # An update final with one kind failed replaces the release whole (its Ready engines only).
+    # An update final with one kind failed calls for a release (whether it would drop a served
+    # kind, and is held, is `held_kinds`' call: below).
     assert should_publish(ready, status([engine(L4, "Ready"), engine(T4, "Failed", FAILED_T4)], 3), 3) is True
     # A new generation that fails on the kind that served: the old record stays.
     assert should_publish(ready, status([engine(L4, "Failed", "boom")], 3, current=ready), 3) is False
@@ -175,3 +176,33 @@ def test_a_partially_ready_record_holds_the_ready_engines_and_the_runtime_finds_
     with pytest.raises(StoreError, match=f"manifest of {T4_KEY} disappeared"):
         asyncio.run(publish_release(me, 5, [L4, T4], store, manifest=_read))
     assert store.get_bytes(release_key("ml", "net")) == written
+
+
+def test_a_partial_update_that_would_drop_a_served_kind_is_held(tmp_path: Path) -> None:
+    store = open_store((tmp_path / "store").as_uri())
+    for planned in (L4, A100):
+        path = tmp_path / f"{planned.build_key}.plan"
+        path.write_bytes(planned.build_key.encode())
+        publish_engine(store, engine_path=path, base_name="engine.trtrtx", manifest=_manifest(planned))
+    me = parse_modelengine(
+        {
+            "apiVersion": "modelengine.io/v1alpha1",
+            "kind": "ModelEngine",
+            "metadata": {"name": "net", "namespace": "ml"},
+            "spec": {
+                "model": {"source": "s3://m/net.onnx", "format": "onnx"},
+                "export": {"inputs": [{"name": "x", "shape": [1, 8]}]},
+                "targets": [{"computeCapability": "8.9"}, {"computeCapability": "8.0"}],
+                "storage": {"uri": store.uri},
+            },
+        }
+    )
+    # Nothing released yet: a first partial generation has nothing to keep.
+    assert asyncio.run(held_kinds(me, 1, [L4], store)) == []
+    asyncio.run(publish_release(me, 1, [L4, A100], store, manifest=_read))  # generation 1 serves both
+    # Generation 2 built only for the L4: the A100 would lose its engine, so it is held.
+    assert asyncio.run(held_kinds(me, 2, [L4], store)) == ["tensorrt-rtx-cc8.0"]
+    # Every served kind built again (a new kind failing alone drops nothing): released.
+    assert asyncio.run(held_kinds(me, 2, [L4, A100], store)) == []
+    # The stored record is this generation's own: nothing earlier to keep.
+    assert asyncio.run(held_kinds(me, 1, [L4], store)) == []

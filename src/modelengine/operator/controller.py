@@ -54,7 +54,13 @@ from modelengine.operator.limiter import BuildLimiter
 from modelengine.operator.metrics import Metrics
 from modelengine.operator.plan import Plan, make_plan
 from modelengine.operator.priming import prime
-from modelengine.operator.release_record import publish_release, released_targets, should_publish
+from modelengine.operator.release_record import (
+    RELEASED_PHASES,
+    held_kinds,
+    publish_release,
+    released_targets,
+    should_publish,
+)
 from modelengine.operator.retention import Retention
 from modelengine.operator.rollouts import Rollouts
 from modelengine.operator.serving import ServingSync
@@ -241,12 +247,19 @@ class Controller:
         if groups is not None:
             desired = with_serving(desired, await self.rollouts.statuses(key, me, groups), current)
             self.rollouts.announce(self.status.post_event, body, current, desired)
+        ready = released_targets(plan.targets, engines) if desired.phase in RELEASED_PHASES else []
+        held = (
+            await held_kinds(me, generation, ready, store) if desired.phase is Phase.PARTIALLY_READY else []
+        )
         if should_publish(current, desired, generation):
-            ready = released_targets(plan.targets, engines)
-            await publish_release(me, generation, ready, store, manifest=self.engines.manifest)
+            if held:
+                message = f"generation {generation} did not build for {', '.join(held)}: the earlier release keeps serving"
+                self.status.post_event(body, "Warning", "ReleaseHeld", message[:1000])
+            else:
+                await publish_release(me, generation, ready, store, manifest=self.engines.manifest)
         await self.status.write(key, body, desired, cached=self.cache.modelengines.get(key))
         self.inputs.report_refused(key, body, [e.reason or "" for e in engines if refused(e)])
-        await self._serve(key, body, me, desired.phase, groups)
+        await self._serve(key, body, me, desired.phase, groups, hold=bool(held))
 
     def _plan(self, me: ModelEngine, digest: str, previous: list[Any]) -> Plan:
         backends = {effective_backend(me.spec, t) for t in me.spec.targets}
@@ -260,12 +273,19 @@ class Controller:
         )
 
     async def _serve(
-        self, key: Key, body: dict[str, Any], me: ModelEngine, phase: Phase, groups: GroupPlan | None
+        self,
+        key: Key,
+        body: dict[str, Any],
+        me: ModelEngine,
+        phase: Phase,
+        groups: GroupPlan | None,
+        *,
+        hold: bool,
     ) -> None:
         empty = GroupPlan(groups=[], blocked=[], without_engine=[])
         try:
             await self.serving.reconcile(
-                key, me, (body.get("metadata") or {}).get("uid"), phase, groups or empty
+                key, me, (body.get("metadata") or {}).get("uid"), phase, groups or empty, hold=hold
             )
         except ApiError as err:
             if 400 <= err.status < 500 and err.status not in (404, 409, 429):

@@ -9,6 +9,12 @@ generation still builds (or when every target failed) nothing is published, and 
 previous record keeps serving. It is written when the status reaches such a phase or
 changes while in one, and only when it differs from what the store holds, so a restarted
 operator rewrites nothing.
+
+A partial generation never takes serving away (`held_kinds`): when the record in the store
+(an earlier generation) serves a GPU kind the new generation failed to build, the earlier
+record stays and keeps serving everywhere; an update that cannot build for a kind in use is
+held back whole, as a failed rollout would be, rather than mixing versions behind one
+Service or dropping the kind. A first generation has nothing to keep and is published.
 """
 
 from __future__ import annotations
@@ -87,3 +93,19 @@ async def publish_release(
         write_release(store, record)
 
     await asyncio.to_thread(write)
+
+
+async def held_kinds(
+    me: ModelEngine, generation: int | None, targets: list[PlannedTarget], store: ObjectStore
+) -> list[str]:
+    """The targets of the stored (earlier) release that a partial generation of `targets`
+    would stop serving; [] when there is nothing to keep (no record, or this generation's)."""
+    kinds = {(p.target.compute_capability, p.target.product) for p in targets}
+
+    def read() -> list[str]:
+        existing = read_release(store, me.metadata.namespace, me.metadata.name)
+        if existing is None or existing.generation == int(generation or 0):
+            return []
+        return sorted({e.target for e in existing.engines if (e.compute_capability, e.product) not in kinds})
+
+    return await asyncio.to_thread(read)

@@ -72,13 +72,14 @@ class ServingSync:
         return plan
 
     async def reconcile(
-        self, key: Key, me: ModelEngine, uid: str | None, phase: Phase, plan: GroupPlan
+        self, key: Key, me: ModelEngine, uid: str | None, phase: Phase, plan: GroupPlan, *, hold: bool = False
     ) -> None:
+        """`hold`: the release was held back (a partial update would drop a served kind)."""
         if me.spec.serving is None:
             await self._remove(key, me, keep=set())
             return
-        if phase not in RELEASED_PHASES:
-            return  # keep serving the previous release while a new one builds
+        if phase not in RELEASED_PHASES or hold:
+            return  # keep serving the previous release while a new one builds, or is held
         objects = render(me=me, uid=uid, config=self._config, groups=plan.groups)
         fingerprint = json.dumps(objects, sort_keys=True)
         if self._applied.get(key) == fingerprint:
