@@ -38,6 +38,17 @@ def test_product_target_needs_a_known_product() -> None:
     assert "NVIDIA-B200" in res.skipped[0]
 
 
+def test_a_product_target_rtx_cannot_build_is_skipped_not_planned() -> None:
+    s = spec(targets=[{"product": "NVIDIA-H100-80GB-HBM3"}, {"product": "NVIDIA-L4"}])
+    res = resolve_targets(s, [L4, H100])
+    assert [t.name for t in res.targets] == ["tensorrt-rtx-cc8.9-nvidia-l4"]  # no Job bound to fail
+    assert res.skipped == ["NVIDIA-H100-80GB-HBM3 (compute capability 9.0): tensorrt-rtx cannot target it"]
+    full = resolve_targets(
+        spec(targets=[{"product": "NVIDIA-H100-80GB-HBM3"}], build={"backend": "tensorrt"}), [H100]
+    )
+    assert [t.name for t in full.targets] == ["tensorrt-cc9.0-nvidia-h100-80gb-hbm3"] and full.skipped == []
+
+
 def test_build_key_is_stable_and_sensitive_to_each_part() -> None:
     s = spec()
     t = ResolvedTarget(BackendName.TENSORRT_RTX, "8.9")

@@ -94,7 +94,9 @@ def resolve_targets(
             if cc is None:
                 skipped.append(f"product {target.product}: no node reports it (compute capability unknown)")
                 continue
-            out.add(_checked(backend, cc, target.product, skipped))
+            checked = _checked(backend, cc, target.product, skipped)
+            if checked is not None:
+                out.add(checked)
         elif target.auto:
             for kind in sorted(set(gpu_kinds)):
                 if (
@@ -110,9 +112,11 @@ def resolve_targets(
     return Resolution(sorted(out, key=lambda t: t.name), skipped)
 
 
-def _checked(backend: BackendName, cc: str, product: str, skipped: list[str]) -> ResolvedTarget:
+def _checked(backend: BackendName, cc: str, product: str, skipped: list[str]) -> ResolvedTarget | None:
+    """A product target, or None (with the reason in `skipped`) when the backend cannot build it."""
     if backend is BackendName.TENSORRT_RTX and cc not in RTX_COMPUTE_CAPABILITIES:
         skipped.append(f"{product} (compute capability {cc}): tensorrt-rtx cannot target it")
+        return None
     return ResolvedTarget(backend, cc, product)
 
 
