@@ -1,7 +1,7 @@
 """Operator at scale over TLS: N ModelEngines × 3 GPU kinds, beside a minimal kopf operator.
 
     python benchmarks/operator_scale.py              # N = 500 (1,500 Jobs), one run
-    python benchmarks/operator_scale.py --quick      # N = 10
+    python benchmarks/operator_scale.py --quick      # N = 10 (a smoke run: ~9 requests/ME, start-up lists spread over 10)
     python benchmarks/operator_scale.py --sizes 100 500 --repeat 3
     BENCH_PROFILE=/tmp/op.prof python benchmarks/operator_scale.py --sizes 200   # + cProfile
     BENCH_TRACEMALLOC=/tmp/peak.txt python benchmarks/operator_scale.py   # restart's peak memory, by site
