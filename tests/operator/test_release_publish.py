@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from modelengine.api.models import BackendName, EngineStatus, ModelEngineStatus, Phase
+from modelengine.api.models import BackendName, EngineStatus, ModelEngine, ModelEngineStatus, Phase
 from modelengine.api.targets import ResolvedTarget
 from modelengine.api.validation import parse_modelengine
 from modelengine.operator.plan import PlannedTarget
@@ -126,9 +126,10 @@ async def _read(store: ObjectStore, key: str) -> EngineManifest | None:
     return read_manifest(store, key)
 
 
-def test_a_partially_ready_record_holds_the_ready_engines_and_the_runtime_finds_them(tmp_path: Path) -> None:
+def _built(tmp_path: Path, other_cc: str) -> tuple[ObjectStore, ModelEngine]:
+    """A store holding the L4 and A100 engines, and a ModelEngine targeting 8.9 + `other_cc`."""
     store = open_store((tmp_path / "store").as_uri())
-    for planned in (L4, A100):  # the T4 build failed: no manifest
+    for planned in (L4, A100):
         path = tmp_path / f"{planned.build_key}.plan"
         path.write_bytes(planned.build_key.encode())
         publish_engine(store, engine_path=path, base_name="engine.trtrtx", manifest=_manifest(planned))
@@ -140,11 +141,16 @@ def test_a_partially_ready_record_holds_the_ready_engines_and_the_runtime_finds_
             "spec": {
                 "model": {"source": "s3://m/net.onnx", "format": "onnx"},
                 "export": {"inputs": [{"name": "x", "shape": [1, 8]}]},
-                "targets": [{"computeCapability": "8.9"}, {"computeCapability": "7.5"}],
+                "targets": [{"computeCapability": "8.9"}, {"computeCapability": other_cc}],
                 "storage": {"uri": store.uri},
             },
         }
     )
+    return store, me
+
+
+def test_a_partially_ready_record_holds_the_ready_engines_and_the_runtime_finds_them(tmp_path: Path) -> None:
+    store, me = _built(tmp_path, "7.5")  # the T4 build failed: no manifest
     engines = [engine(A100, "Ready"), engine(T4, "Failed", FAILED_T4), engine(L4, "Ready")]
     ready = released_targets([A100, T4, L4], engines)
     asyncio.run(publish_release(me, 4, ready, store, manifest=_read))
@@ -179,24 +185,7 @@ def test_a_partially_ready_record_holds_the_ready_engines_and_the_runtime_finds_
 
 
 def test_a_partial_update_that_would_drop_a_served_kind_is_held(tmp_path: Path) -> None:
-    store = open_store((tmp_path / "store").as_uri())
-    for planned in (L4, A100):
-        path = tmp_path / f"{planned.build_key}.plan"
-        path.write_bytes(planned.build_key.encode())
-        publish_engine(store, engine_path=path, base_name="engine.trtrtx", manifest=_manifest(planned))
-    me = parse_modelengine(
-        {
-            "apiVersion": "modelengine.io/v1alpha1",
-            "kind": "ModelEngine",
-            "metadata": {"name": "net", "namespace": "ml"},
-            "spec": {
-                "model": {"source": "s3://m/net.onnx", "format": "onnx"},
-                "export": {"inputs": [{"name": "x", "shape": [1, 8]}]},
-                "targets": [{"computeCapability": "8.9"}, {"computeCapability": "8.0"}],
-                "storage": {"uri": store.uri},
-            },
-        }
-    )
+    store, me = _built(tmp_path, "8.0")
     # Nothing released yet: a first partial generation has nothing to keep.
     assert asyncio.run(held_kinds(me, 1, [L4], store)) == []
     asyncio.run(publish_release(me, 1, [L4, A100], store, manifest=_read))  # generation 1 serves both
