@@ -213,24 +213,34 @@ def job_status_causes(status: dict[str, Any]) -> list[Cause]:
     return causes
 
 
+def failure_status(
+    code: int, reason: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A `Status` body as a real server answers a refused request (`details` when it has them)."""
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+    }
+    if details is not None:
+        body["details"] = details
+    body["code"] = code
+    return body
+
+
 def invalid_status(*, kind: str, api_version: str, name: str, causes: list[Cause]) -> dict[str, Any]:
     """The `422 Invalid` Status body a real server answers with."""
     group = api_version.rpartition("/")[0]
     qualified = f"{kind}.{group}" if group else kind
     texts = [c.text() for c in causes]
     summary = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": f'{qualified} "{name}" is invalid: {summary}',
-        "reason": "Invalid",
-        "details": {
-            "name": name,
-            **({"group": group} if group else {}),
-            "kind": kind,
-            "causes": [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes],
-        },
-        "code": 422,
+    details = {
+        "name": name,
+        **({"group": group} if group else {}),
+        "kind": kind,
+        "causes": [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes],
     }
+    return failure_status(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', details)

@@ -417,15 +417,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if refusal.times > 0 and refusal.method == method and refusal.path == request.url.path:
                 refusal.times -= 1
                 reason = _STATUS_REASONS.get(refusal.status, "BadRequest")
-                body = {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Failure",
-                    "message": refusal.message or f"refused by the test ({refusal.status} {reason})",
-                    "reason": reason,
-                    "code": refusal.status,
-                }
+                message = refusal.message or f"refused by the test ({refusal.status} {reason})"
+                body = apiserver_rules.failure_status(refusal.status, reason, message)
                 return aiohttp.web.json_response(body, status=refusal.status)
         return None
 
@@ -446,16 +439,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             f'Operation cannot be fulfilled on {what} "{request.name}": the object has been '
             "modified; please apply your changes to the latest version and try again"
         )
-        body = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": "Conflict",
-            "details": {"name": request.name, "group": group, "kind": str(request.resource.plural)},
-            "code": 409,
-        }
+        details = {"name": request.name, "group": group, "kind": str(request.resource.plural)}
+        body = apiserver_rules.failure_status(409, "Conflict", message, details)
         return aiohttp.web.json_response(body, status=409)
 
     def _type_of(self, resource: Any) -> tuple[str, str]:
@@ -646,8 +631,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     @staticmethod
     def _watch_error(code: int, reason: str, message: str) -> dict[str, Any]:
-        status = {"status": "Failure", "message": message, "reason": reason, "code": code}
-        return {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, **status}}
+        return {"type": "ERROR", "object": apiserver_rules.failure_status(code, reason, message)}
 
     @staticmethod
     def _seen_as(request: rendering.Request, event: WatchEvent, selector: str) -> dict[str, Any] | None:

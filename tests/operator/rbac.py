@@ -46,6 +46,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.operator import apiserver_rules
+
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
 RBAC_KINDS = frozenset({"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"})
 AUTHENTICATED = "system:authenticated"
@@ -431,13 +433,4 @@ def forbidden_status(attributes: Attributes, reason: str = "") -> dict[str, Any]
     else:
         message = f"{qualified} {_q(attributes.name)} is forbidden: {text}"
     details = {k: v for k, v in (("name", attributes.name), ("group", group), ("kind", resource)) if v}
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": "Forbidden",
-        "details": details,
-        "code": 403,
-    }
+    return apiserver_rules.failure_status(403, "Forbidden", message, details)
